@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// SetSysctl writes a per-namespace sysctl ("net.ipv4.ip_forward") inside the
+// SetSysctl writes a per-namespace sysctl ("net.ipv4.ip_forward", or
+// "net/ipv6/conf/eth0.100/accept_dad" when a part contains dots) inside the
 // namespace. Only keys under net. are accepted: other sysctls are global and
 // must not be changed by a namespace-bound component.
 func (n *NetNS) SetSysctl(key, value string) error {
@@ -45,9 +46,15 @@ func (n *NetNS) Sysctl(key string) (string, error) {
 	return v, err
 }
 
+// sysctlPath maps "net.ipv4.ip_forward" or, for keys with interface names
+// that contain dots, "net/ipv6/conf/eth0.100/accept_dad" to its /proc path.
 func sysctlPath(key string) (string, error) {
-	if !strings.HasPrefix(key, "net.") || strings.Contains(key, "..") || strings.ContainsAny(key, "/\x00") {
+	p := key
+	if !strings.Contains(key, "/") {
+		p = strings.ReplaceAll(key, ".", "/")
+	}
+	if !strings.HasPrefix(p, "net/") || strings.Contains(p, "..") || strings.Contains(p, "//") || strings.ContainsRune(p, 0) {
 		return "", fmt.Errorf("sysctl %q: only per-namespace net.* keys are allowed", key)
 	}
-	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/")), nil
+	return filepath.Join("/proc/sys", p), nil
 }

@@ -221,10 +221,18 @@ func (n *NS) mustSetup(tb TB, ifName string, addrs []netip.Prefix) {
 }
 
 // SetupLink assigns addresses (no DAD) to an existing link and sets it up.
+// Duplicate address detection is off on the link, so its IPv6 link-local
+// address is usable at once (neighbour solicitations for forwarded packets
+// need it), as on a long-running real node.
 func (n *NS) SetupLink(ifName string, addrs ...netip.Prefix) error {
 	link, err := n.nl.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("%s: link %s: %w", n.Role, ifName, err)
+	}
+	if ifName != "lo" {
+		if err := n.SetSysctl("net/ipv6/conf/"+ifName+"/accept_dad", "0"); err != nil {
+			return fmt.Errorf("%s: %w", n.Role, err)
+		}
 	}
 	for _, p := range addrs {
 		a := &netlink.Addr{IPNet: prefixToIPNet(p), Flags: 0x2 /* IFA_F_NODAD */}
