@@ -11,6 +11,7 @@ import (
 
 	vnl "github.com/vishvananda/netlink"
 
+	"github.com/kubewire/kubewire/driver/drivertest"
 	"github.com/kubewire/kubewire/driver/netlink"
 	"github.com/kubewire/kubewire/internal/netns"
 	"github.com/kubewire/kubewire/internal/sandbox"
@@ -99,7 +100,7 @@ func reachAll(t *testing.T, a, b *testPod) {
 	for _, v4 := range []bool{true, false} {
 		for _, proto := range []string{"tcp", "udp"} {
 			srv := b.ns.ServeEcho(proto, netip.AddrPortFrom(b.addr(v4), 0))
-			from := a.ns.MustReach(proto, srv)
+			from := a.ns.MustReach(t, proto, srv)
 			if from.Addr() != a.addr(v4) {
 				t.Errorf("%s %s: server saw %s, want pod address %s", proto, srv, from.Addr(), a.addr(v4))
 			}
@@ -123,19 +124,19 @@ func TestPodsOnOneNode(t *testing.T) {
 			}
 			for _, v4 := range []bool{true, false} {
 				srv := a.ns.ServeEcho("tcp", netip.AddrPortFrom(a.addr(v4), 0))
-				node.ns.MustReach("tcp", srv)
+				node.ns.MustReach(t, "tcp", srv)
 				nodeSrv := node.ns.ServeEcho("tcp", netip.AddrPortFrom(map[bool]netip.Addr{
 					true: netip.MustParseAddr("198.18.0.1"), false: netip.MustParseAddr("2001:db8::1")}[v4], 0))
-				if from := a.ns.MustReach("tcp", nodeSrv); from.Addr() != a.addr(v4) {
+				if from := a.ns.MustReach(t, "tcp", nodeSrv); from.Addr() != a.addr(v4) {
 					t.Errorf("node saw pod as %s, want %s", from.Addr(), a.addr(v4))
 				}
 			}
 
 			// Containers of one pod share its namespace: localhost works.
 			lo := a.ns.ServeEcho("tcp", netip.MustParseAddrPort("127.0.0.1:0"))
-			a.ns.MustReach("tcp", lo)
+			a.ns.MustReach(t, "tcp", lo)
 			lo6 := a.ns.ServeEcho("tcp", netip.MustParseAddrPort("[::1]:0"))
-			a.ns.MustReach("tcp", lo6)
+			a.ns.MustReach(t, "tcp", lo6)
 
 			// Result shape.
 			if len(a.res.IPs) != 2 || a.res.MTU != 1500 || a.res.HostIfName == "" {
@@ -419,7 +420,7 @@ func TestTwoNodes(t *testing.T) {
 			if err := n1.drv.SyncNodeRoutes(ctx, network.NodeRoutes{}); err != nil {
 				t.Fatal(err)
 			}
-			a.ns.MustNotReach("tcp", b.ns.ServeEcho("tcp", netip.AddrPortFrom(b.addr(true), 0)))
+			a.ns.MustNotReach(t, "tcp", b.ns.ServeEcho("tcp", netip.AddrPortFrom(b.addr(true), 0)))
 			routes, err := n1.ns.Netlink().RouteListFiltered(vnl.FAMILY_ALL, &vnl.Route{Protocol: 187}, vnl.RT_FILTER_PROTOCOL)
 			if err != nil || len(routes) != 0 {
 				t.Fatalf("fabric routes left after empty sync: %v %v", routes, err)
@@ -517,4 +518,33 @@ func planText(p network.NodeRoutes) string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+func TestLinkDriverConformance(t *testing.T) {
+	drivertest.TestLinkDriver(t, func(t *testing.T) drivertest.LinkEnv {
+		sb := sandbox.New(t)
+		node := sb.Namespace("node")
+		drv, err := netlink.New(netlink.Options{NetNS: node.Path()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { drv.Close() })
+		pods := map[string]*sandbox.NS{}
+		return drivertest.LinkEnv{
+			Driver: drv,
+			NewNetNS: func(t *testing.T) string {
+				ns := sb.Namespace("pod")
+				pods[ns.Path()] = ns
+				return ns.Path()
+			},
+			RemoveNetNS: func(t *testing.T, path string) {
+				ns := pods[path]
+				ns.Netlink().Close()
+				ns.Close()
+				if err := netns.DeleteNamed(ns.Name); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
 }

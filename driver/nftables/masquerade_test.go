@@ -610,11 +610,11 @@ func TestTwoInstancesPrivileged(t *testing.T) {
 	if d, _ := a.Dump(ctx); d != da || d == "" {
 		t.Errorf("b.Cleanup changed a's table:\n%s\nwant\n%s", d, da)
 	}
-	from := tp.pod.MustReach("tcp", tp.remoteTCP4)
+	from := tp.pod.MustReach(t, "tcp", tp.remoteTCP4)
 	if from.Addr() != nodeAddr4 {
 		t.Errorf("remote saw %s, want %s", from, nodeAddr4)
 	}
-	tp.pod.MustNotReach("tcp", tp.remoteTCP6)
+	tp.pod.MustNotReach(t, "tcp", tp.remoteTCP6)
 	if err := a.Cleanup(ctx); err != nil {
 		t.Fatal(err)
 	}

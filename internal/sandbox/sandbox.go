@@ -424,10 +424,10 @@ func (n *NS) Probe(network string, target netip.AddrPort, timeout time.Duration)
 	return netip.ParseAddrPort(peer)
 }
 
-// MustReach fails the test unless a probe from n to target succeeds; it
-// returns the client address the server saw.
-func (n *NS) MustReach(network string, target netip.AddrPort) netip.AddrPort {
-	tb := n.sb.tb
+// MustReach fails tb unless a probe from n to target succeeds; it returns
+// the client address the server saw. tb may be a subtest of the test that
+// made the sandbox.
+func (n *NS) MustReach(tb TB, network string, target netip.AddrPort) netip.AddrPort {
 	tb.Helper()
 	from, err := n.Probe(network, target, 3*time.Second)
 	if err != nil {
@@ -436,9 +436,8 @@ func (n *NS) MustReach(network string, target netip.AddrPort) netip.AddrPort {
 	return from
 }
 
-// MustNotReach fails the test if a probe from n to target succeeds.
-func (n *NS) MustNotReach(network string, target netip.AddrPort) {
-	tb := n.sb.tb
+// MustNotReach fails tb if a probe from n to target succeeds.
+func (n *NS) MustNotReach(tb TB, network string, target netip.AddrPort) {
 	tb.Helper()
 	if from, err := n.Probe(network, target, 300*time.Millisecond); err == nil {
 		tb.Fatalf("%s reached %s %s (seen from %s), want no connectivity", n.Role, network, target, from)

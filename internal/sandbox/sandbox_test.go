@@ -17,7 +17,7 @@ func TestTwoNamespacesTalk(t *testing.T) {
 	for _, network := range []string{"tcp", "udp"} {
 		for _, ip := range []string{"198.18.0.2", "2001:db8::2"} {
 			srv := b.ServeEcho(network, netip.AddrPortFrom(netip.MustParseAddr(ip), 0))
-			from := a.MustReach(network, srv)
+			from := a.MustReach(t, network, srv)
 			want := map[string]string{"198.18.0.2": "198.18.0.1", "2001:db8::2": "2001:db8::1"}[ip]
 			if from.Addr().String() != want {
 				t.Errorf("%s %s: server saw %s, want %s", network, srv, from, want)
@@ -33,7 +33,7 @@ func TestTwoNamespacesTalk(t *testing.T) {
 	if cur.Equal(a.NetNS) || cur.Equal(b.NetNS) {
 		t.Fatal("sandbox namespace is the test's own namespace")
 	}
-	a.MustNotReach("tcp", netip.MustParseAddrPort("198.18.0.9:80"))
+	a.MustNotReach(t, "tcp", netip.MustParseAddrPort("198.18.0.9:80"))
 }
 
 func TestCleanupRemovesNamespaces(t *testing.T) {
