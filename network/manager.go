@@ -204,6 +204,11 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (*Result, error) {
 		res.HostMAC = link.HostMAC
 	}
 	if err != nil {
+		// The node may have changed under us (bridge deleted): set it up
+		// again on the next Attach.
+		m.nodeMu.Lock()
+		m.nodeReady = nil
+		m.nodeMu.Unlock()
 		if !preexisting {
 			rerr := m.cfg.Links.TeardownPod(ctx, key, spec.HostIfName, a.NetNS)
 			if rerr == nil {

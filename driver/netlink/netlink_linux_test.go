@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	vnl "github.com/vishvananda/netlink"
 
@@ -38,9 +39,14 @@ type testNode struct {
 	drv   *netlink.Driver
 	mgr   *network.Manager
 	alloc *ipam.PodAllocator
+	mtu   int
 }
 
 func newNode(t testing.TB, sb *sandbox.Sandbox, name string, mode network.Mode, cidrs []netip.Prefix) *testNode {
+	return newNodeMTU(t, sb, name, mode, cidrs, 0)
+}
+
+func newNodeMTU(t testing.TB, sb *sandbox.Sandbox, name string, mode network.Mode, cidrs []netip.Prefix, mtu int) *testNode {
 	t.Helper()
 	ns := sb.Namespace(name)
 	drv, err := netlink.New(netlink.Options{NetNS: ns.Path()})
@@ -60,11 +66,14 @@ func newNode(t testing.TB, sb *sandbox.Sandbox, name string, mode network.Mode, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := network.NewManager(network.Config{Links: drv, IPAM: alloc, Mode: mode})
+	mgr, err := network.NewManager(network.Config{Links: drv, IPAM: alloc, Mode: mode, MTU: mtu})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testNode{name: name, ns: ns, drv: drv, mgr: mgr, alloc: alloc}
+	if mtu == 0 {
+		mtu = 1500
+	}
+	return &testNode{name: name, ns: ns, drv: drv, mgr: mgr, alloc: alloc, mtu: mtu}
 }
 
 type testPod struct {
@@ -347,8 +356,17 @@ func ExampleNew() {
 func twoNodes(t *testing.T, mode network.FabricMode, podMode network.Mode, underlayV6 bool) (*sandbox.Sandbox, *testNode, *testNode) {
 	t.Helper()
 	sb := sandbox.New(t)
-	n1 := newNode(t, sb, "node1", podMode, podCIDRs["node1"])
-	n2 := newNode(t, sb, "node2", podMode, podCIDRs["node2"])
+	// Pods get the MTU the fabric leaves them, as an agent would configure.
+	mtu := 1500
+	if mode == network.FabricVXLAN {
+		under := netip.MustParseAddr("198.18.0.1")
+		if underlayV6 {
+			under = netip.MustParseAddr("2001:db8::1")
+		}
+		mtu = network.VXLANConfig{}.MTU(under)
+	}
+	n1 := newNodeMTU(t, sb, "node1", podMode, podCIDRs["node1"], mtu)
+	n2 := newNodeMTU(t, sb, "node2", podMode, podCIDRs["node2"], mtu)
 	sb.Connect(n1.ns, "eth0", underlay["node1"], n2.ns, "eth0", underlay["node2"])
 	nodes := map[string]network.Node{}
 	for _, name := range []string{"node1", "node2"} {
@@ -401,6 +419,19 @@ func TestTwoNodes(t *testing.T) {
 			b := n2.attach(t, sb, "pod-b")
 			reachAll(t, a, b)
 			reachAll(t, b, a)
+			if a.res.MTU != n1.mtu {
+				t.Errorf("pod MTU %d, want %d", a.res.MTU, n1.mtu)
+			}
+			if l, err := a.ns.Netlink().LinkByName("eth0"); err != nil || l.Attrs().MTU != n1.mtu {
+				t.Errorf("pod eth0 MTU in the kernel: %v %v, want %d", l, err, n1.mtu)
+			}
+			// Full-size segments cross the fabric both ways.
+			for _, v4 := range []bool{true, false} {
+				srv := b.ns.ServeEcho("tcp", netip.AddrPortFrom(b.addr(v4), 0))
+				if err := a.ns.Transfer(srv, 1<<20, 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if tc.fabric == network.FabricVXLAN {
 				l, err := n1.ns.Netlink().LinkByName("kw-vxlan")
 				if err != nil {
@@ -547,4 +578,35 @@ func TestLinkDriverConformance(t *testing.T) {
 			},
 		}
 	})
+}
+
+// TestBridgeDeletedBehindOurBack: someone deletes the node bridge; the next
+// Attach fails once at most, and the one after it rebuilds the bridge.
+func TestBridgeDeletedBehindOurBack(t *testing.T) {
+	sb := sandbox.New(t)
+	node := newNode(t, sb, "node", network.ModeBridge, podCIDRs["node1"])
+	a := node.attach(t, sb, "pod-a")
+	br, err := node.ns.Netlink().LinkByName("kw-br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.ns.Netlink().LinkDel(br); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pod := sb.Namespace("pod-b")
+	att := network.Attachment{ContainerID: "b", NetNS: pod.Path()}
+	if _, err := node.mgr.Attach(ctx, att); err == nil {
+		t.Log("first Attach after the bridge vanished succeeded")
+	}
+	res, err := node.mgr.Attach(ctx, att)
+	if err != nil {
+		t.Fatalf("second Attach: %v", err)
+	}
+	b := &testPod{ns: pod, res: res, att: att}
+	// Re-attach a to the new bridge (its port went with the old one).
+	if a.res, err = node.mgr.Attach(ctx, a.att); err != nil {
+		t.Fatal(err)
+	}
+	reachAll(t, a, b)
 }

@@ -139,7 +139,12 @@ func run(env *env, cfg config, out io.Writer) error {
 
 	var nodes []*simNode
 	for i := 1; i <= cfg.nodes; i++ {
-		n, err := newSimNode(env, sb, sw, i, mode)
+		// Pods get the MTU the fabric leaves them (the overlay's over VXLAN).
+		mtu := 1500
+		if fabric == network.FabricVXLAN {
+			mtu = network.VXLANConfig{}.MTU(netip.MustParseAddr("198.18.1.1"))
+		}
+		n, err := newSimNode(env, sb, sw, i, mode, mtu)
 		if err != nil {
 			return err
 		}
@@ -260,7 +265,7 @@ func run(env *env, cfg config, out io.Writer) error {
 	return nil
 }
 
-func newSimNode(env *env, sb *sandbox.Sandbox, sw *sandbox.NS, i int, mode network.Mode) (*simNode, error) {
+func newSimNode(env *env, sb *sandbox.Sandbox, sw *sandbox.NS, i int, mode network.Mode, mtu int) (*simNode, error) {
 	n := &simNode{
 		name: fmt.Sprintf("node%d", i),
 		addrs: []netip.Prefix{
@@ -305,7 +310,7 @@ func newSimNode(env *env, sb *sandbox.Sandbox, sw *sandbox.NS, i int, mode netwo
 	if err != nil {
 		return nil, err
 	}
-	n.pods, err = network.NewManager(network.Config{Links: n.links, IPAM: alloc, Mode: mode})
+	n.pods, err = network.NewManager(network.Config{Links: n.links, IPAM: alloc, Mode: mode, MTU: mtu})
 	return n, err
 }
 

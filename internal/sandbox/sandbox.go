@@ -12,6 +12,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -354,23 +355,14 @@ func serveTCP(ln net.Listener, wg *sync.WaitGroup) {
 			defer wg.Done()
 			defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
 			peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().String()
-			buf := make([]byte, 0, 256)
-			tmp := make([]byte, 256)
+			r := bufio.NewReaderSize(c, 64<<10)
 			for {
-				k, err := c.Read(tmp)
+				line, err := r.ReadString('\n')
 				if err != nil {
 					return
 				}
-				buf = append(buf, tmp[:k]...)
-				for {
-					i := strings.IndexByte(string(buf), '\n')
-					if i < 0 {
-						break
-					}
-					if _, err := c.Write([]byte(peer + " " + string(buf[:i+1]))); err != nil {
-						return
-					}
-					buf = buf[i+1:]
+				if _, err := c.Write([]byte(peer + " " + line)); err != nil {
+					return
 				}
 			}
 		}()
@@ -387,6 +379,41 @@ func serveUDP(pc net.PacketConn) {
 		peer := from.(*net.UDPAddr).AddrPort().String()
 		_, _ = pc.WriteTo(append([]byte(peer+" "), buf[:k]...), from)
 	}
+}
+
+// Transfer sends size bytes over TCP from inside n to an echo server at
+// target and checks that all of them come back, so paths with a wrong MTU
+// (which pass small probes) fail.
+func (n *NS) Transfer(target netip.AddrPort, size int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := n.Dial(ctx, "tcp", target)
+	if err != nil {
+		return fmt.Errorf("%s: dial %s: %w", n.Role, target, err)
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	_ = c.SetDeadline(deadline)
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	payload[size-1] = '\n'
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(payload); werr <- err }()
+	// The reply is "<peer> " + payload.
+	line, err := bufio.NewReaderSize(c, 64<<10).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("%s: transfer %d bytes to %s: %w", n.Role, size, target, err)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("%s: write to %s: %w", n.Role, target, err)
+	}
+	_, body, _ := strings.Cut(line, " ")
+	if body != string(payload) {
+		return fmt.Errorf("%s: transfer to %s: got %d bytes back, want %d", n.Role, target, len(body), size)
+	}
+	return nil
 }
 
 // Probe sends one message from inside n to an echo server at target and
