@@ -479,7 +479,7 @@ func (m *Manager) GC(ctx context.Context, keep func(PodKey) bool) ([]PodKey, err
 		if live[owner] {
 			return true
 		}
-		k, ok := keyFromOwner(owner)
+		k, ok := ParseOwner(owner)
 		return ok && keep(k)
 	}); err != nil {
 		errs = append(errs, fmt.Errorf("gc addresses: %w", err))
@@ -487,9 +487,9 @@ func (m *Manager) GC(ctx context.Context, keep func(PodKey) bool) ([]PodKey, err
 	return removed, errors.Join(errs...)
 }
 
-// keyFromOwner inverts PodKey.Owner (ipam.PodOwner joins with "/", which
+// ParseOwner inverts PodKey.Owner (ipam.PodOwner joins with "/", which
 // neither part may contain).
-func keyFromOwner(owner string) (PodKey, bool) {
+func ParseOwner(owner string) (PodKey, bool) {
 	i := strings.LastIndexByte(owner, '/')
 	if i <= 0 || i == len(owner)-1 {
 		return PodKey{}, false

@@ -36,6 +36,7 @@ import (
 
 	"github.com/kubewire/kubewire/driver"
 	"github.com/kubewire/kubewire/internal/netns"
+	"github.com/kubewire/kubewire/internal/probecache"
 	"github.com/kubewire/kubewire/network"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	// RouteProtocol marks fabric routes (default 187); pod host routes use
 	// RouteProtocol+1. Must be between 5 and 254.
 	RouteProtocol int
+	// ProbeCacheDir, when set, remembers a successful feature probe there
+	// for the running kernel and boot, so short-lived programs (a CNI plugin)
+	// probe once per boot instead of once per start.
+	ProbeCacheDir string
 	// Logger receives debug events; nil discards.
 	Logger *slog.Logger
 }
@@ -83,7 +88,7 @@ func New(opts Options) (*Driver, error) {
 	if opts.RouteProtocol < 5 || opts.RouteProtocol > 254 {
 		return nil, fmt.Errorf("netlink: Options.RouteProtocol %d: must be between 5 and 254", opts.RouteProtocol)
 	}
-	if err := probe(); err != nil {
+	if err := probecache.Do(opts.ProbeCacheDir, "netlink-v1", probe); err != nil {
 		return nil, err
 	}
 	var (

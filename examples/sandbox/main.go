@@ -24,10 +24,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
-	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -48,16 +45,9 @@ func main() {
 	flag.IntVar(&cfg.pods, "pods", 1, "pods per node (1-9)")
 	flag.Parse()
 
-	env := newEnv()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sigs
-		env.cleanup()
-		os.Exit(130)
-	}()
-	err := env.run(func() error { return run(env, cfg, os.Stdout) })
-	env.cleanup()
+	prog := sandbox.NewProgram()
+	err := prog.Run(func() error { return run(prog, cfg, os.Stdout) })
+	prog.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandbox:", err)
 		os.Exit(1)
@@ -96,7 +86,7 @@ type simPod struct {
 	ips  []netip.Addr
 }
 
-func run(env *env, cfg config, out io.Writer) error {
+func run(env *sandbox.Program, cfg config, out io.Writer) error {
 	var fabric network.FabricMode
 	if err := fabric.UnmarshalText([]byte(cfg.fabric)); err != nil {
 		return err
@@ -265,7 +255,7 @@ func run(env *env, cfg config, out io.Writer) error {
 	return nil
 }
 
-func newSimNode(env *env, sb *sandbox.Sandbox, sw *sandbox.NS, i int, mode network.Mode, mtu int) (*simNode, error) {
+func newSimNode(env *sandbox.Program, sb *sandbox.Sandbox, sw *sandbox.NS, i int, mode network.Mode, mtu int) (*simNode, error) {
 	n := &simNode{
 		name: fmt.Sprintf("node%d", i),
 		addrs: []netip.Prefix{
@@ -348,51 +338,3 @@ func (n *simNode) addr(v4 bool) netip.Addr {
 	}
 	return netip.Addr{}
 }
-
-// env adapts the sandbox's test-style interface to a program: Fatal aborts
-// the run, cleanups run once at exit.
-type env struct {
-	mu       sync.Mutex
-	cleanups []func()
-	done     bool
-}
-
-type abort struct{ err error }
-
-func newEnv() *env { return &env{} }
-
-func (e *env) run(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			a, ok := r.(abort)
-			if !ok {
-				panic(r)
-			}
-			err = a.err
-		}
-	}()
-	return fn()
-}
-
-func (e *env) cleanup() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.done {
-		return
-	}
-	e.done = true
-	for i := len(e.cleanups) - 1; i >= 0; i-- {
-		e.cleanups[i]()
-	}
-}
-
-func (e *env) Helper() {}
-func (e *env) Cleanup(f func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.cleanups = append(e.cleanups, f)
-}
-func (e *env) Errorf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (e *env) Fatal(args ...any)                 { panic(abort{errors.New(fmt.Sprint(args...))}) }
-func (e *env) Fatalf(format string, args ...any) { panic(abort{fmt.Errorf(format, args...)}) }
-func (e *env) Skipf(format string, args ...any)  { panic(abort{fmt.Errorf(format, args...)}) }

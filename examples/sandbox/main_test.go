@@ -16,10 +16,10 @@ func TestMainJob(t *testing.T) {
 		{fabric: "vxlan", mode: "bridge", nodes: 3, pods: 2},
 	} {
 		t.Run(cfg.fabric+"/"+cfg.mode, func(t *testing.T) {
-			e := newEnv()
+			e := sandbox.NewProgram()
 			var out strings.Builder
-			err := e.run(func() error { return run(e, cfg, &out) })
-			e.cleanup()
+			err := e.Run(func() error { return run(e, cfg, &out) })
+			e.Close()
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, out.String())
 			}
@@ -36,14 +36,14 @@ func TestMainJob(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	e := newEnv()
-	defer e.cleanup()
+	e := sandbox.NewProgram()
+	defer e.Close()
 	for _, cfg := range []config{
 		{fabric: "geneve", mode: "routed", nodes: 2, pods: 1},
 		{fabric: "vxlan", mode: "macvlan", nodes: 2, pods: 1},
 		{fabric: "vxlan", mode: "routed", nodes: 0, pods: 1},
 	} {
-		if err := e.run(func() error { return run(e, cfg, &strings.Builder{}) }); err == nil {
+		if err := e.Run(func() error { return run(e, cfg, &strings.Builder{}) }); err == nil {
 			t.Errorf("config %+v accepted", cfg)
 		}
 	}
