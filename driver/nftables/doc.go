@@ -1,8 +1,9 @@
 // Package nftables is kubewire's nftables driver. It talks to the kernel over
 // netlink (github.com/google/nftables); it never runs the nft binary.
 //
-// This file set implements egress masquerade: Masquerade implements
-// network.Masquerader.
+// It implements egress masquerade (Masquerade implements
+// network.Masquerader) and host ports (PortMap implements
+// network.PortMapper).
 //
 // # Table ownership
 //
@@ -49,6 +50,58 @@
 // addition to the Except destinations. A family without sources gets no rule.
 // Prefixes are merged (overlapping and adjacent ones) before they become
 // interval set elements. Empty Sources deletes the table altogether.
+//
+// # Host ports
+//
+// A PortMap owns its table too, but unlike a Masquerade it is built to be
+// shared by many instances and processes (a CNI plugin is a new process on
+// every call): the table holds the mappings of every owner, each element
+// tagged with its owner, and a sync changes only the elements of one owner,
+// in one transaction. For a table T the ruleset, constant whatever the
+// number of mappings, is:
+//
+//	table inet T {
+//		map hostport-v4 { type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service }
+//		map hostport-v6 { type inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service }
+//		map hostport-any-v4 { type inet_proto . inet_service : ipv4_addr . inet_service }
+//		map hostport-any-v6 { type inet_proto . inet_service : ipv6_addr . inet_service }
+//		set hairpin-v4 { type ipv4_addr . ipv4_addr }   # pod . pod, one per mapped pod
+//		set hairpin-v6 { type ipv6_addr . ipv6_addr }
+//		set owner-names { type ipv6_addr }   # owners longer than 253 bytes, by digest
+//		set generation { type integer }      # one element, replaced by every change
+//		chain prerouting { type nat hook prerouting priority dstnat; jump hostports }
+//		chain output { type nat hook output priority dstnat; jump hostports }
+//		chain hostports {
+//			meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport map @hostport-v4
+//			meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @hostport-any-v4
+//			(the same for ipv6, with ::1)
+//		}
+//		chain postrouting {
+//			type nat hook postrouting priority srcnat;
+//			meta nfproto ipv4 ct status dnat ip saddr . ip daddr @hairpin-v4 masquerade
+//			(the same for ipv6)
+//		}
+//	}
+//
+// A map element is "proto . [host address .] host port : pod address . pod
+// port" with the owner as its comment (owners longer than fit in a comment
+// are tagged "~digest" and spelled out in owner-names). A lookup miss ends
+// the rule, so there are no verdicts in the maps; a specific host address
+// is looked up before the wildcard. The hairpin rule masquerades a pod that
+// reaches itself through a host port, so its reply comes back through the
+// node. Loopback destinations are never mapped.
+//
+// SyncPortMappings reads the maps, refuses host sides another owner holds
+// or overlaps (network.ErrPortConflict), and sends one batch that replaces
+// the generation element and adds and deletes the owner's elements (and the
+// hairpin elements that follow). Two writers that read the same generation
+// cannot both commit: the second batch fails as a whole (its generation
+// element is gone) and is retried after reading again, so conflicts are
+// also detected between processes. A table whose sets, chains or rules are
+// not as this version writes them is rebuilt, keeping the mappings that
+// could be read. Removing or changing a mapping does not touch conntrack:
+// established flows (UDP ones especially) keep their old translation until
+// they expire, as with other nftables NAT rules.
 //
 // # Namespaces and kernel features
 //

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	nft "github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -60,7 +62,11 @@ func dumpTable(c *nft.Conn, t *nft.Table) (string, error) {
 		if s.Anonymous {
 			continue
 		}
-		fmt.Fprintf(&b, "add set %s %s %s { type %s ;", fam, t.Name, s.Name, s.KeyType.Name)
+		kind, typ := "set", s.KeyType.Name
+		if s.IsMap {
+			kind, typ = "map", typ+" : "+s.DataType.Name
+		}
+		fmt.Fprintf(&b, "add %s %s %s %s { type %s ;", kind, fam, t.Name, s.Name, typ)
 		if s.Interval {
 			b.WriteString(" flags interval ;")
 		}
@@ -135,7 +141,9 @@ func chainSpec(ch *nft.Chain) string {
 }
 
 // elementStrings renders set elements: interval sets of addresses as
-// merged prefixes or ranges, other sets key by key.
+// merged prefixes or ranges, other sets key by key (fields of a
+// concatenation joined by " . "), with the value of a map element and the
+// element's comment.
 func elementStrings(s *nft.Set, els []nft.SetElement) []string {
 	var bits int
 	switch s.KeyType.Name {
@@ -152,20 +160,63 @@ func elementStrings(s *nft.Set, els []nft.SetElement) []string {
 		return out
 	}
 	for _, e := range els {
-		if a, ok := netip.AddrFromSlice(e.Key); ok && bits != 0 {
-			out = append(out, a.String())
-		} else {
-			out = append(out, fmt.Sprintf("0x%x", e.Key))
+		item := typedString(s.KeyType, e.Key)
+		if s.IsMap {
+			item += " : " + typedString(s.DataType, e.Val)
 		}
+		if e.Comment != "" {
+			item += fmt.Sprintf(" comment %q", e.Comment)
+		}
+		out = append(out, item)
 	}
 	slices.Sort(out)
 	return out
 }
 
+// typedString renders data of type t; the fields of a concatenation are
+// each padded to 4 bytes.
+func typedString(t nft.SetDatatype, data []byte) string {
+	if !strings.Contains(t.Name, " . ") {
+		return fieldString(t.Name, data)
+	}
+	var parts []string
+	for _, f := range nft.ConcatSetTypeElements(t) {
+		n := int(f.Bytes)
+		if f.Bytes == 0 || len(data) < n {
+			return fmt.Sprintf("0x%x", data)
+		}
+		parts = append(parts, fieldString(f.Name, data[:n]))
+		data = data[min(len(data), (n+3)/4*4):]
+	}
+	return strings.Join(parts, " . ")
+}
+
+func fieldString(typ string, b []byte) string {
+	switch typ {
+	case nft.TypeIPAddr.Name, nft.TypeIP6Addr.Name:
+		if a, ok := netip.AddrFromSlice(b); ok {
+			return a.String()
+		}
+	case nft.TypeInetService.Name:
+		if len(b) == 2 {
+			return strconv.Itoa(int(b[0])<<8 | int(b[1]))
+		}
+	case nft.TypeInetProto.Name:
+		if len(b) == 1 {
+			return protoName(b[0])
+		}
+	case nft.TypeInteger.Name:
+		if len(b) == 4 {
+			return strconv.FormatUint(uint64(binary.BigEndian.Uint32(b)), 10)
+		}
+	}
+	return fmt.Sprintf("0x%x", b)
+}
+
 // ruleString renders the expressions this package writes (and a few common
 // others) in nft syntax; anything else is shown as its Go type and value.
 func ruleString(r *nft.Rule) string {
-	regs := map[uint32]string{} // what each register holds: "ip saddr", "meta nfproto"
+	regs := regFile{} // what each register holds: "ip saddr", "meta nfproto"
 	var parts []string
 	for _, e := range r.Exprs {
 		switch e := e.(type) {
@@ -174,19 +225,39 @@ func ruleString(r *nft.Rule) string {
 				parts = append(parts, fmt.Sprintf("meta %s set reg%d", metaName(e.Key), e.Register))
 				continue
 			}
-			regs[e.Register] = "meta " + metaName(e.Key)
+			size := uint32(4)
+			if e.Key == expr.MetaKeyIIFNAME || e.Key == expr.MetaKeyOIFNAME {
+				size = 16
+			}
+			regs.load(e.Register, "meta "+metaName(e.Key), size)
 		case *expr.Payload:
-			regs[e.DestRegister] = payloadName(e)
+			regs.load(e.DestRegister, payloadName(e), e.Len)
+		case *expr.Ct:
+			if e.SourceRegister {
+				parts = append(parts, fmt.Sprintf("ct %s set reg%d", ctName(e.Key), e.Register))
+				continue
+			}
+			regs.load(e.Register, "ct "+ctName(e.Key), 4)
+		case *expr.Fib:
+			regs.load(e.Register, fibName(e), 4)
+		case *expr.Bitwise:
+			s := regs.get(e.SourceRegister)
+			s.mask = e.Mask
+			regs.set(e.DestRegister, s)
 		case *expr.Cmp:
-			op := cmpOp(e.Op)
-			lhs := regs[e.Register]
-			parts = append(parts, strings.TrimSpace(fmt.Sprintf("%s %s%s", lhs, op, valueString(lhs, e.Data))))
+			parts = append(parts, cmpString(regs.get(e.Register), e))
 		case *expr.Lookup:
+			if e.IsDestRegSet {
+				regs.load(e.DestRegister, regs.concat(e.SourceRegister)+" map @"+e.SetName, 4)
+				continue
+			}
 			op := ""
 			if e.Invert {
 				op = "!= "
 			}
-			parts = append(parts, fmt.Sprintf("%s %s@%s", regs[e.SourceRegister], op, e.SetName))
+			parts = append(parts, fmt.Sprintf("%s %s@%s", regs.concat(e.SourceRegister), op, e.SetName))
+		case *expr.NAT:
+			parts = append(parts, natString(e, regs))
 		case *expr.Masq:
 			s := "masquerade"
 			if e.Random {
@@ -211,6 +282,135 @@ func ruleString(r *nft.Rule) string {
 		parts = append(parts, fmt.Sprintf("comment %q", c))
 	}
 	return strings.Join(parts, " ")
+}
+
+// regFile tracks what the registers hold, by 32-bit register index (the
+// 16-byte NFT_REG_1..4 start at indexes 4, 8, 12, 16), so concatenations
+// loaded into consecutive registers can be named.
+type regFile map[uint32]regSlot
+
+type regSlot struct {
+	name string
+	size uint32 // bytes loaded
+	mask []byte // set by a bitwise and
+}
+
+func regIndex(r uint32) uint32 {
+	if r <= unix.NFT_REG_4 {
+		return r * 4
+	}
+	return r - unix.NFT_REG32_00 + 4
+}
+
+func (f regFile) load(r uint32, name string, size uint32) { f.set(r, regSlot{name: name, size: size}) }
+
+func (f regFile) set(r uint32, s regSlot) {
+	i := regIndex(r)
+	for j := i; j < i+max(1, (s.size+3)/4); j++ {
+		delete(f, j)
+	}
+	f[i] = s
+}
+
+func (f regFile) get(r uint32) regSlot { return f[regIndex(r)] }
+
+// concat names the registers from r on, up to the first one not loaded.
+func (f regFile) concat(r uint32) string {
+	var parts []string
+	for i := regIndex(r); ; {
+		s, ok := f[i]
+		if !ok {
+			break
+		}
+		parts = append(parts, s.name)
+		i += max(1, (s.size+3)/4)
+	}
+	return strings.Join(parts, " . ")
+}
+
+func cmpString(lhs regSlot, e *expr.Cmp) string {
+	op := cmpOp(e.Op)
+	if lhs.mask != nil {
+		if bits, ok := prefixBits(lhs.mask); ok && strings.HasSuffix(lhs.name, "addr") {
+			if a, ok := netip.AddrFromSlice(e.Data); ok {
+				return fmt.Sprintf("%s %s%s", lhs.name, op, netip.PrefixFrom(a, bits))
+			}
+		}
+		if lhs.name == "ct status" && e.Op == expr.CmpOpNeq && isZero(e.Data) && len(lhs.mask) == 4 {
+			if name, ok := ctStatusNames[binaryutil.NativeEndian.Uint32(lhs.mask)]; ok {
+				return "ct status " + name
+			}
+		}
+		return fmt.Sprintf("%s & 0x%x %s0x%x", lhs.name, lhs.mask, op, e.Data)
+	}
+	return strings.TrimSpace(fmt.Sprintf("%s %s%s", lhs.name, op, valueString(lhs.name, e.Data)))
+}
+
+// prefixBits returns n when mask is n one bits followed by zero bits.
+func prefixBits(mask []byte) (int, bool) {
+	n := 0
+	for n < len(mask)*8 && mask[n/8]&(0x80>>(n%8)) != 0 {
+		n++
+	}
+	for i := n; i < len(mask)*8; i++ {
+		if mask[i/8]&(0x80>>(i%8)) != 0 {
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+var ctStatusNames = map[uint32]string{1 << 4: "snat", ipsDstNAT: "dnat"}
+
+func ctName(k expr.CtKey) string {
+	switch k {
+	case expr.CtKeySTATE:
+		return "state"
+	case expr.CtKeySTATUS:
+		return "status"
+	case expr.CtKeyMARK:
+		return "mark"
+	}
+	return fmt.Sprintf("key%d", k)
+}
+
+func fibName(e *expr.Fib) string {
+	s := "fib"
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{e.FlagSADDR, "saddr"}, {e.FlagDADDR, "daddr"}, {e.FlagMARK, "mark"}, {e.FlagIIF, "iif"}, {e.FlagOIF, "oif"}} {
+		if f.on {
+			s += " " + f.name
+		}
+	}
+	switch {
+	case e.ResultADDRTYPE:
+		s += " type"
+	case e.ResultOIF:
+		s += " oif"
+	case e.ResultOIFNAME:
+		s += " oifname"
+	}
+	return s
+}
+
+func natString(e *expr.NAT, regs regFile) string {
+	kind := "snat"
+	if e.Type == expr.NATTypeDestNAT {
+		kind = "dnat"
+	}
+	fam := "ip"
+	if e.Family == unix.NFPROTO_IPV6 {
+		fam = "ip6"
+	}
+	to := fmt.Sprintf("reg%d", e.RegAddrMin)
+	if s := regs.get(e.RegAddrMin); strings.Contains(s.name, " map @") {
+		to = s.name // the map's value holds address and port
+	} else if e.RegProtoMin != 0 {
+		to += fmt.Sprintf(" . reg%d", e.RegProtoMin)
+	}
+	return fmt.Sprintf("%s %s to %s", kind, fam, to)
 }
 
 func metaName(k expr.MetaKey) string {
@@ -242,6 +442,14 @@ func payloadName(p *expr.Payload) string {
 			return "ip6 daddr"
 		}
 	}
+	if p.Base == expr.PayloadBaseTransportHeader && p.Len == 2 {
+		switch p.Offset {
+		case 0:
+			return "th sport"
+		case 2:
+			return "th dport"
+		}
+	}
 	return fmt.Sprintf("@base%d,%d,%d", p.Base, p.Offset*8, p.Len*8)
 }
 
@@ -271,6 +479,14 @@ func valueString(lhs string, data []byte) string {
 			return "ipv4"
 		case unix.NFPROTO_IPV6:
 			return "ipv6"
+		}
+	case lhs == "meta l4proto" && len(data) == 1:
+		return protoName(data[0])
+	case strings.HasSuffix(lhs, "port") && len(data) == 2:
+		return strconv.Itoa(int(binary.BigEndian.Uint16(data)))
+	case strings.HasSuffix(lhs, " type") && strings.HasPrefix(lhs, "fib") && len(data) == 4:
+		if binaryutil.NativeEndian.Uint32(data) == unix.RTN_LOCAL {
+			return "local"
 		}
 	case strings.HasSuffix(lhs, "addr"):
 		if a, ok := netip.AddrFromSlice(data); ok {

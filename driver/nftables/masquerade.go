@@ -2,18 +2,16 @@ package nftables
 
 import (
 	"context"
-	"errors"
+	"crypto/sha256"
 	"fmt"
-	"log/slog"
-	"sync"
+	"math/bits"
+	"slices"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/kubewire/kubewire/internal/netns"
 	"github.com/kubewire/kubewire/network"
 )
 
@@ -26,42 +24,14 @@ const (
 	SetNoMasqDstV6   = "no-masq-dst-v6"
 )
 
-// commentPrefix starts the comment of every rule and set a Masquerade
-// writes.
-const commentPrefix = "kubewire"
-
-// Options binds a driver to a network namespace and names its table.
-type Options struct {
-	// NetNS is the path of the network namespace to program (a bind mount
-	// such as /run/netns/NAME, or /proc/PID/ns/net). "" means the namespace
-	// of the calling OS thread when the driver is constructed.
-	NetNS string
-	// Table is the name of the nftables table (family inet) the instance
-	// owns. Required: 1 to MaxTableNameLen letters, digits, '-' and '_',
-	// starting with a letter or '_'.
-	Table string
-	// Logger receives debug logs; nil discards them.
-	Logger *slog.Logger
-}
-
 // Masquerade programs egress masquerade into one nftables table it owns. It
 // implements network.Masquerader. All methods are safe for concurrent use;
 // they are serialised.
 type Masquerade struct {
-	table *nft.Table
-	log   *slog.Logger
-
-	mu     sync.Mutex
-	ns     *netns.NetNS
-	conn   *nft.Conn     // lasting connection bound to ns; nil after an error
-	sock   *netlink.Conn // conn's socket, for deadlines
-	closed bool
+	tableConn
 }
 
 var _ network.Masquerader = (*Masquerade)(nil)
-
-// ErrClosed is returned by methods of a closed Masquerade.
-var ErrClosed = errors.New("nftables: masquerade driver closed")
 
 // NewMasquerade validates opts, probes (once per process, in a throwaway
 // namespace) that the kernel has what the ruleset needs, and opens an
@@ -69,118 +39,20 @@ var ErrClosed = errors.New("nftables: masquerade driver closed")
 // feature is reported as a *driver.UnsupportedError. It changes nothing in
 // the namespace: the table is created by the first SyncMasquerade.
 func NewMasquerade(opts Options) (*Masquerade, error) {
-	if err := validateTableName(opts.Table); err != nil {
+	m := &Masquerade{}
+	if err := m.open(opts, "masquerade-v1", probeFeatures); err != nil {
 		return nil, err
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	var (
-		ns  *netns.NetNS
-		err error
-	)
-	if opts.NetNS == "" {
-		ns, err = netns.Current()
-	} else {
-		ns, err = netns.Open(opts.NetNS)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
-	}
-	if err := probeFeatures(); err != nil {
-		ns.Close()
-		return nil, err
-	}
-	m := &Masquerade{
-		table: &nft.Table{Family: nft.TableFamilyINet, Name: opts.Table},
-		log:   log.With("table", "inet "+opts.Table, "netns", ns.Path()),
-		ns:    ns,
-	}
-	// Dial now, and list tables once: it fails early when the namespace
-	// cannot be programmed (no CAP_NET_ADMIN in its user namespace).
-	err = m.withConn(context.Background(), func(c *nft.Conn) error {
-		_, err := c.ListTablesOfFamily(nft.TableFamilyINet)
-		return err
-	})
-	if err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("nftables: connect in netns %s: %w", ns.Path(), err)
 	}
 	return m, nil
 }
 
-// Table returns the name of the table the instance owns.
-func (m *Masquerade) Table() string { return m.table.Name }
-
-// dial opens a lasting nftables connection whose socket is created inside
-// the namespace, so it stays bound to it whatever thread uses it later.
-func (m *Masquerade) dial() error {
-	var (
-		conn *nft.Conn
-		sock *netlink.Conn
-	)
-	err := m.ns.Do(func() error {
-		var err error
-		conn, err = nft.New(nft.AsLasting(), nft.WithSockOptions(func(c *netlink.Conn) error {
-			sock = c
-			return nil
-		}))
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	m.conn, m.sock = conn, sock
-	return nil
-}
-
-// withConn runs fn with the connection under m.mu, applying ctx's deadline
-// to the socket. After any error the connection is dropped (a failed batch
-// or an expired deadline can leave unread replies behind) and the next call
-// dials a fresh one.
-func (m *Masquerade) withConn(ctx context.Context, fn func(*nft.Conn) error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if m.conn == nil {
-		if err := m.dial(); err != nil {
-			return err
-		}
-	}
-	deadline, _ := ctx.Deadline() // zero: no deadline
-	if m.sock != nil {
-		if err := m.sock.SetDeadline(deadline); err != nil {
-			m.dropConn()
-			return err
-		}
-	}
-	err := fn(m.conn)
-	if err != nil {
-		m.dropConn()
-		if ctx.Err() != nil {
-			err = errors.Join(ctx.Err(), err)
-		}
-	}
-	return err
-}
-
-func (m *Masquerade) dropConn() {
-	if m.conn != nil {
-		_ = m.conn.CloseLasting()
-	}
-	m.conn, m.sock = nil, nil
-}
-
-// SyncMasquerade makes the table hold exactly the masquerade rules says, in
-// one netlink transaction: the table is deleted and rebuilt within the
-// batch, so packets see either the old or the new ruleset, and anything
-// else found in the table is removed. A table deleted by someone else is
+// SyncMasquerade makes the table hold exactly the masquerade rules says.
+// When the table already holds it (its rules and every set element, read
+// back), nothing is written: a write costs the kernel an RCU grace period
+// (milliseconds), and a CNI plugin syncs on every ADD. Otherwise, in one
+// netlink transaction, the table is deleted and rebuilt within the batch,
+// so packets see either the old or the new ruleset, and anything else found
+// in the table is removed. A table deleted or emptied by someone else is
 // recreated. Empty Sources removes the table. Invalid rules are rejected
 // (errors.Is(err, ErrInvalid)) before anything is sent.
 func (m *Masquerade) SyncMasquerade(ctx context.Context, rules network.MasqueradeRules) error {
@@ -189,6 +61,9 @@ func (m *Masquerade) SyncMasquerade(ctx context.Context, rules network.Masquerad
 		return err
 	}
 	err = m.withConn(ctx, func(c *nft.Conn) error {
+		if m.inSync(c, p) {
+			return nil
+		}
 		m.removeTable(c)
 		if !p.empty() {
 			if err := m.addRuleset(c, p); err != nil {
@@ -203,41 +78,6 @@ func (m *Masquerade) SyncMasquerade(ctx context.Context, rules network.Masquerad
 	m.log.DebugContext(ctx, "masquerade synced",
 		"sources", len(rules.Sources), "except", len(rules.Except), "randomFully", rules.RandomFully, "removed", p.empty())
 	return nil
-}
-
-// Cleanup removes the table and everything in it. Removing a table that is
-// not there is not an error. Other tables are never touched.
-func (m *Masquerade) Cleanup(ctx context.Context) error {
-	err := m.withConn(ctx, func(c *nft.Conn) error {
-		m.removeTable(c)
-		return c.Flush()
-	})
-	if err != nil {
-		return fmt.Errorf("nftables: remove table inet %s: %w", m.table.Name, err)
-	}
-	m.log.DebugContext(ctx, "masquerade table removed")
-	return nil
-}
-
-// Close releases the connection and the namespace handle. It leaves the
-// table in place (call Cleanup first to remove it).
-func (m *Masquerade) Close() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil
-	}
-	m.closed = true
-	m.dropConn()
-	return m.ns.Close()
-}
-
-// removeTable queues the deletion of the table with all it holds. Adding it
-// first makes the deletion valid whether or not the table exists, all in
-// the same transaction.
-func (m *Masquerade) removeTable(c *nft.Conn) {
-	c.AddTable(m.table)
-	c.DelTable(m.table)
 }
 
 // Set IDs only need to be unique within one batch; fixed ones avoid the
@@ -298,10 +138,94 @@ func (m *Masquerade) addRuleset(c *nft.Conn, p plan) error {
 			Table:    t,
 			Chain:    chain,
 			Exprs:    masqExprs(f, p.randomFully),
-			UserData: userdata.AppendString(nil, userdata.TypeComment, ruleComment(f.name)),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, ruleComment(f.name)+" "+fingerprint(p)),
 		})
 	}
 	return nil
+}
+
+// inSync reports whether the kernel already holds exactly p. Any read error
+// or difference means "rebuild".
+func (m *Masquerade) inSync(c *nft.Conn, p plan) bool {
+	tables, err := c.ListTablesOfFamily(m.table.Family)
+	if err != nil {
+		return false
+	}
+	exists, objects := false, uint32(0)
+	for _, t := range tables {
+		if t.Name == m.table.Name {
+			exists, objects = true, t.Use
+		}
+	}
+	if !exists || p.empty() {
+		return !exists && p.empty()
+	}
+	// The kernel counts the chains and sets a table holds: ours has one
+	// chain and four sets; more means someone added objects to our table.
+	// (google/nftables v0.3.0 decodes the count in host byte order, not
+	// network order: accept either.)
+	if objects != 5 && objects != bits.ReverseBytes32(5) {
+		return false
+	}
+	rules, err := c.GetRules(m.table, &nft.Chain{Name: ChainPostrouting, Table: m.table})
+	if err != nil {
+		return false
+	}
+	var want []string
+	for _, f := range []struct {
+		name   string
+		ranges []addrRange
+	}{{"ip", p.src4}, {"ip6", p.src6}} {
+		if len(f.ranges) > 0 {
+			want = append(want, ruleComment(f.name)+" "+fingerprint(p))
+		}
+	}
+	if len(rules) != len(want) {
+		return false
+	}
+	for i, r := range rules {
+		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		if comment != want[i] {
+			return false
+		}
+	}
+	for name, ranges := range map[string][]addrRange{
+		SetMasqSrcV4: p.src4, SetMasqSrcV6: p.src6, SetNoMasqDstV4: p.dst4, SetNoMasqDstV6: p.dst6,
+	} {
+		set, err := c.GetSetByName(m.table, name)
+		if err != nil {
+			return false
+		}
+		have, err := c.GetSetElements(set)
+		if err != nil || !sameElements(have, intervalElements(ranges)) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameElements compares two element lists as sets of (key, interval end).
+func sameElements(a, b []nft.SetElement) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	keys := func(els []nft.SetElement) []string {
+		out := make([]string, len(els))
+		for i, e := range els {
+			out[i] = fmt.Sprintf("%x/%t", e.Key, e.IntervalEnd)
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(keys(a), keys(b))
+}
+
+// fingerprint identifies a plan; the rules carry it in their comment, so a
+// rule set built for other rules is never taken as current.
+func fingerprint(p plan) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%v|%v|%v|%v|%t", p.src4, p.src6, p.dst4, p.dst6, p.randomFully)
+	return fmt.Sprintf("[%x]", h.Sum(nil)[:6])
 }
 
 func ruleComment(fam string) string {
@@ -324,21 +248,4 @@ func masqExprs(f family, randomFully bool) []expr.Any {
 		&expr.Lookup{SourceRegister: 1, SetName: f.dst.Name, SetID: f.dst.ID, Invert: true},
 		&expr.Masq{FullyRandom: randomFully},
 	}
-}
-
-// Dump renders the table as text: the table, its chains, sets with their
-// elements (as merged prefixes or ranges) and rules, in nft-like syntax
-// without handles, so two dumps of the same ruleset are equal. A missing
-// table dumps as "".
-func (m *Masquerade) Dump(ctx context.Context) (string, error) {
-	var out string
-	err := m.withConn(ctx, func(c *nft.Conn) error {
-		var err error
-		out, err = dumpTable(c, m.table)
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("nftables: dump table inet %s: %w", m.table.Name, err)
-	}
-	return out, nil
 }

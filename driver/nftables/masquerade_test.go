@@ -350,8 +350,8 @@ func TestMasqueradePrivileged(t *testing.T) {
 			"add element inet " + table + " masq-src-v6 { fd00:10:244:1::/64 }\n",
 			"add element inet " + table + " no-masq-dst-v4 { 10.244.0.0/16 }\n",
 			"add element inet " + table + " no-masq-dst-v6 { fd00:10:244::/48 }\n",
-			"add rule inet " + table + ` postrouting meta nfproto ipv4 ip saddr @masq-src-v4 ip daddr != @masq-src-v4 ip daddr != @no-masq-dst-v4 masquerade comment "kubewire: masquerade ip pod egress"` + "\n",
-			"add rule inet " + table + ` postrouting meta nfproto ipv6 ip6 saddr @masq-src-v6 ip6 daddr != @masq-src-v6 ip6 daddr != @no-masq-dst-v6 masquerade comment "kubewire: masquerade ip6 pod egress"` + "\n",
+			"add rule inet " + table + ` postrouting meta nfproto ipv4 ip saddr @masq-src-v4 ip daddr != @masq-src-v4 ip daddr != @no-masq-dst-v4 masquerade comment "kubewire: masquerade ip pod egress [`,
+			"add rule inet " + table + ` postrouting meta nfproto ipv6 ip6 saddr @masq-src-v6 ip6 daddr != @masq-src-v6 ip6 daddr != @no-masq-dst-v6 masquerade comment "kubewire: masquerade ip6 pod egress [`,
 		} {
 			if !strings.Contains(dump1, want) {
 				t.Errorf("dump lacks %q", want)
@@ -393,6 +393,19 @@ func TestMasqueradePrivileged(t *testing.T) {
 			t.Errorf("equivalent rules gave a different dump:\n%s\nwant\n%s", dump3, dump1)
 		}
 		tp.mustBeMasqueraded(t)
+		// A second sync with the same rules writes nothing (the kernel
+		// reports no ruleset change), while a real change does.
+		if n := rulesetChanges(t, tp.node, func() error { return m.SyncMasquerade(ctx, podRules) }); n != 0 {
+			t.Fatalf("no-op sync changed the ruleset (%d events)", n)
+		}
+		changed := podRules
+		changed.RandomFully = !changed.RandomFully
+		if n := rulesetChanges(t, tp.node, func() error { return m.SyncMasquerade(ctx, changed) }); n == 0 {
+			t.Fatal("a changed sync reported no ruleset change: the monitor sees nothing")
+		}
+		if err := m.SyncMasquerade(ctx, podRules); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("invalid rules apply nothing", func(t *testing.T) {
@@ -679,5 +692,40 @@ func TestUnsupportedError(t *testing.T) {
 	want := "nftables nat chain in the inet family not supported (requires Linux 5.2 or later): operation not supported"
 	if err.Error() != want {
 		t.Errorf("error = %q, want %q", err, want)
+	}
+}
+
+// rulesetChanges counts the nftables change events the kernel reports in
+// ns while fn runs.
+func rulesetChanges(t *testing.T, ns *sandbox.NS, fn func() error) int {
+	t.Helper()
+	c := nsConn(t, ns)
+	mon := nft.NewMonitor(nft.WithMonitorAction(nft.MonitorActionAny), nft.WithMonitorObject(nft.MonitorObjectAny))
+	var events chan *nft.MonitorEvent
+	if err := ns.Do(func() error {
+		var err error
+		events, err = c.AddMonitor(mon)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fn(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	timeout := time.After(200 * time.Millisecond)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return n
+			}
+			if ev.Type != nft.MonitorEventTypeOOB {
+				n++
+			}
+		case <-timeout:
+			mon.Close()
+			return n
+		}
 	}
 }

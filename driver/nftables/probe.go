@@ -12,50 +12,82 @@ import (
 
 	"github.com/kubewire/kubewire/driver"
 	"github.com/kubewire/kubewire/internal/netns"
+	"github.com/kubewire/kubewire/network"
 )
 
-var probe struct {
+// featureProbe caches, once per process, the result of a kernel feature
+// check. The result is cached when it is definite (supported or
+// *driver.UnsupportedError); other failures (no privilege) are retried by
+// the next call.
+type featureProbe struct {
+	run func() error
+
 	mu   sync.Mutex
 	done bool
 	err  error // nil or *driver.UnsupportedError once done
 }
 
-// probeFeatures checks, once per process, that the kernel can hold the
-// masquerade ruleset. The result is cached when it is definite (supported or
-// *driver.UnsupportedError); other failures (no privilege) are retried by
-// the next call.
-func probeFeatures() error {
-	probe.mu.Lock()
-	defer probe.mu.Unlock()
-	if probe.done {
-		return probe.err
+func (p *featureProbe) check() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return p.err
 	}
-	err := runProbeFresh()
+	err := p.run()
 	var unsupported *driver.UnsupportedError
 	if err == nil || errors.As(err, &unsupported) {
-		probe.done, probe.err = true, err
+		p.done, p.err = true, err
 	}
 	return err
 }
 
+var masqProbe = &featureProbe{run: runProbeFresh}
+
+// probeFeatures checks, once per process, that the kernel can hold the
+// masquerade ruleset.
+func probeFeatures() error { return masqProbe.check() }
+
 // runProbeFresh runs the probe in a new namespace that dies with it.
 func runProbeFresh() error { return netns.DoFresh(runProbe) }
 
-// runProbe builds, step by step, a copy of the ruleset in the current
-// (throwaway) namespace: each step is its own batch so a failure names the
-// missing feature.
-func runProbe() error {
+// probeStep queues one part of a ruleset; each step is flushed as its own
+// batch so a failure names the missing feature.
+type probeStep struct {
+	feature, minKernel string
+	queue              func() error
+}
+
+// runProbeSteps opens a connection in the current (throwaway) namespace
+// and runs steps in order.
+func runProbeSteps(steps func(c *nft.Conn) []probeStep) error {
 	c, err := nft.New(nft.AsLasting())
 	if err != nil {
 		return unsupported("nftables netlink interface", "3.13", err)
 	}
 	defer c.CloseLasting()
+	for _, s := range steps(c) {
+		err := s.queue()
+		if err == nil {
+			err = c.Flush()
+		}
+		if err != nil {
+			if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				return err
+			}
+			return unsupported(s.feature, s.minKernel, err)
+		}
+	}
+	return nil // the namespace, and the table, go away with the thread
+}
 
+// runProbe builds, step by step, a copy of the ruleset in the current
+// (throwaway) namespace: each step is its own batch so a failure names the
+// missing feature.
+func runProbe() error { return runProbeSteps(masqProbeSteps) }
+
+func masqProbeSteps(c *nft.Conn) []probeStep {
 	t := &nft.Table{Family: nft.TableFamilyINet, Name: "kubewire-probe"}
-	steps := []struct {
-		feature, minKernel string
-		queue              func() error
-	}{
+	return []probeStep{
 		{"nftables inet family", "3.14", func() error {
 			c.AddTable(t)
 			return nil
@@ -85,21 +117,45 @@ func runProbe() error {
 			return nil
 		}},
 	}
-	for _, s := range steps {
-		err := s.queue()
-		if err == nil {
-			err = c.Flush()
-		}
-		if err != nil {
-			if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
-				return err
-			}
-			return unsupported(s.feature, s.minKernel, err)
-		}
-	}
-	return nil // the namespace, and the table, go away with the thread
 }
 
 func unsupported(feature, minKernel string, err error) error {
 	return &driver.UnsupportedError{Feature: feature, MinKernel: minKernel, Err: err}
+}
+
+var portProbe = &featureProbe{run: func() error { return netns.DoFresh(runPortProbe) }}
+
+// runPortProbe builds, step by step, the port mapping ruleset with one
+// mapping in the current (throwaway) namespace.
+func runPortProbe() error { return runProbeSteps(portProbeSteps) }
+
+func portProbeSteps(c *nft.Conn) []probeStep {
+	o := newPortObjects(&nft.Table{Family: nft.TableFamilyINet, Name: "kubewire-probe"})
+	return []probeStep{
+		{"nftables inet family", "3.14", func() error {
+			c.AddTable(o.table)
+			return nil
+		}},
+		{"nftables maps with concatenated keys", "4.1", func() error { return o.addSets(c) }},
+		{"nftables nat chains in the inet family", "5.2", func() error {
+			o.addChains(c)
+			return nil
+		}},
+		{"nftables dnat to a concatenated map, fib and masquerade in the inet family", "5.2", func() error {
+			o.addRules(c)
+			return nil
+		}},
+		{"nftables set element comments", "4.1", func() error {
+			want, err := validateMappings([]network.PortMapping{{Protocol: "tcp", HostPort: 1,
+				PodIP: netip.MustParseAddr("192.0.2.1"), PodPort: 1}})
+			if err != nil {
+				return err
+			}
+			ch, err := planPortChange(portState{}, "probe", want)
+			if err != nil {
+				return err
+			}
+			return o.queueChange(c, &ch)
+		}},
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 
 	"github.com/kubewire/kubewire/network"
 )
@@ -17,17 +18,23 @@ var ErrInvalid = errors.New("nftables: invalid argument")
 const MaxTableNameLen = 255
 
 type invalidError struct {
-	field, value, reason string
+	field, value, reason string // value as shown: quoted string or number
 }
 
 func (e *invalidError) Error() string {
-	return fmt.Sprintf("nftables: %s %q: %s", e.field, e.value, e.reason)
+	return fmt.Sprintf("nftables: %s %s: %s", e.field, e.value, e.reason)
 }
 
 func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
 
+// invalid rejects a string value, shown quoted.
 func invalid(field, value, reason string) error {
-	return &invalidError{field: field, value: value, reason: reason}
+	return &invalidError{field: field, value: strconv.Quote(value), reason: reason}
+}
+
+// invalidNumber rejects a numeric value, shown as is.
+func invalidNumber(field string, value uint64, reason string) error {
+	return &invalidError{field: field, value: strconv.FormatUint(value, 10), reason: reason}
 }
 
 // validateTableName accepts 1 to MaxTableNameLen letters, digits, '-' and
