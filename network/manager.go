@@ -473,6 +473,12 @@ func (m *Manager) GC(ctx context.Context, keep func(PodKey) bool) ([]PodKey, err
 			live[l.Owner()] = true
 		}
 	}
+	// Links a driver only retired (see Reaper) are deleted now.
+	if r, ok := m.cfg.Links.(Reaper); ok {
+		if err := r.Reap(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("gc: reap retired links: %w", err))
+		}
+	}
 	// An allocation is kept when its owner is live; owners are compared in
 	// their canonical form, so parse them back to keys.
 	if _, err := m.cfg.IPAM.GC(ctx, func(owner string) bool {

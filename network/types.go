@@ -228,3 +228,11 @@ func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
 	})
 	return out
 }
+
+// Reaper is implemented by link drivers that can defer the slow part of
+// TeardownPod (driver/netlink with DeferDelete): torn-down attachments are
+// retired at once and deleted later, together, by Reap. Manager.GC calls it.
+type Reaper interface {
+	// Reap deletes every retired attachment. Idempotent.
+	Reap(ctx context.Context) error
+}

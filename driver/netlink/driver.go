@@ -50,6 +50,16 @@ type Options struct {
 	// RouteProtocol marks fabric routes (default 187); pod host routes use
 	// RouteProtocol+1. Must be between 5 and 254.
 	RouteProtocol int
+	// DeferDelete makes TeardownPod retire attachments instead of deleting
+	// them: both veth ends go down at once (routes, neighbours and the pod's
+	// addresses stop working; the addresses may be reused), are renamed and
+	// marked with RetiredGroup, and Reap deletes all retired links in one
+	// request later. Deleting a veth makes the kernel wait for an RCU grace
+	// period (15-25 ms); retiring costs well under a millisecond. Callers
+	// that set it must call Reap (a CNI plugin after DEL, an agent
+	// periodically); a pod namespace that is destroyed takes its retired
+	// pair with it anyway.
+	DeferDelete bool
 	// ProbeCacheDir, when set, remembers a successful feature probe there
 	// for the running kernel and boot, so short-lived programs (a CNI plugin)
 	// probe once per boot instead of once per start.
@@ -70,6 +80,7 @@ type Driver struct {
 var (
 	_ network.LinkDriver  = (*Driver)(nil)
 	_ network.RouteDriver = (*Driver)(nil)
+	_ network.Reaper      = (*Driver)(nil)
 )
 
 const aliasPrefix = "kubewire:"

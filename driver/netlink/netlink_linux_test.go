@@ -552,10 +552,15 @@ func planText(p network.NodeRoutes) string {
 }
 
 func TestLinkDriverConformance(t *testing.T) {
+	t.Run("delete", func(t *testing.T) { linkConformance(t, false) })
+	t.Run("defer-delete", func(t *testing.T) { linkConformance(t, true) })
+}
+
+func linkConformance(t *testing.T, deferDelete bool) {
 	drivertest.TestLinkDriver(t, func(t *testing.T) drivertest.LinkEnv {
 		sb := sandbox.New(t)
 		node := sb.Namespace("node")
-		drv, err := netlink.New(netlink.Options{NetNS: node.Path()})
+		drv, err := netlink.New(netlink.Options{NetNS: node.Path(), DeferDelete: deferDelete})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -609,4 +614,78 @@ func TestBridgeDeletedBehindOurBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	reachAll(t, a, b)
+}
+
+// TestDeferDelete: a retired attachment stops at once, its address can be
+// given to a new pod that works while the retired pair still exists, the
+// same key can attach again in the same namespace, and Reap removes every
+// retired link in one call.
+func TestDeferDelete(t *testing.T) {
+	sb := sandbox.New(t)
+	ns := sb.Namespace("node")
+	drv, err := netlink.New(netlink.Options{NetNS: ns.Path(), DeferDelete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { drv.Close() })
+	alloc, _ := ipam.NewPodAllocator(ipam.PodAllocatorConfig{Ranges: []ipam.Range{{Subnet: netip.MustParsePrefix("10.244.1.0/30")}}, Store: ipam.NewMemoryStore()})
+	mgr, _ := network.NewManager(network.Config{Links: drv, IPAM: alloc})
+	node := &testNode{name: "node", ns: ns, drv: drv, mgr: mgr, alloc: alloc, mtu: 1500}
+	if err := ns.SetupLink("lo", netip.MustParsePrefix("198.18.0.1/32")); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	a := node.attach(t, sb, "pod-a")
+	b := node.attach(t, sb, "pod-b") // the /30 is now full
+	srv := b.ns.ServeEcho("tcp", netip.AddrPortFrom(b.addr(true), 0))
+	a.ns.MustReach(t, "tcp", srv)
+	start := time.Now()
+	if err := mgr.Detach(ctx, b.att); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("detach with DeferDelete took %v", time.Since(start))
+	a.ns.MustNotReach(t, "tcp", srv)
+	if n, err := drv.Retired(ctx); err != nil || n != 1 {
+		t.Fatalf("Retired = %d, %v; want 1", n, err)
+	}
+	// b's address goes to c, which works beside the retired pair.
+	c := node.attach(t, sb, "pod-c")
+	if c.addr(true) != b.addr(true) {
+		t.Fatalf("pod-c got %s, want the freed %s", c.addr(true), b.addr(true))
+	}
+	a.ns.MustReach(t, "tcp", c.ns.ServeEcho("tcp", netip.AddrPortFrom(c.addr(true), 0)))
+	// b attaches again in its namespace (eth0 is free), and is retired again
+	// before any reap: the older retired pair is replaced.
+	if err := mgr.Detach(ctx, c.att); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgr.Attach(ctx, b.att); err != nil {
+		t.Fatalf("re-attach in the same namespace: %v", err)
+	}
+	if err := mgr.Detach(ctx, b.att); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := drv.Retired(ctx); n != 2 {
+		t.Fatalf("Retired = %d, want 2 (c, and b's latest)", n)
+	}
+	if err := drv.Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := drv.Retired(ctx); n != 0 {
+		t.Fatalf("Retired after Reap = %d", n)
+	}
+	for _, p := range []*testPod{b, c} {
+		links, _ := p.ns.Netlink().LinkList()
+		for _, l := range links {
+			if l.Attrs().Name != "lo" {
+				t.Errorf("%s left in %s after Reap", l.Attrs().Name, p.ns.Role)
+			}
+		}
+	}
+	if err := drv.Reap(ctx); err != nil {
+		t.Fatalf("Reap with nothing to reap: %v", err)
+	}
+	// The live pod is untouched.
+	node.ns.MustReach(t, "tcp", a.ns.ServeEcho("tcp", netip.AddrPortFrom(a.addr(true), 0)))
 }

@@ -279,6 +279,9 @@ func (d *Driver) TeardownPod(ctx context.Context, key network.PodKey, hostIfName
 		if a := host.Attrs().Alias; a != alias && a != "" {
 			return fmt.Errorf("netlink: %s belongs to %q, not %q", hostIfName, a, alias)
 		}
+		if d.opts.DeferDelete {
+			return d.retireOnce(host, key, netnsPath)
+		}
 		if err := d.nl.LinkDel(host); err != nil && !isNotFound(err) {
 			return fmt.Errorf("netlink: delete %s: %w", hostIfName, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/bits"
-	"slices"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -47,8 +46,8 @@ func NewMasquerade(opts Options) (*Masquerade, error) {
 }
 
 // SyncMasquerade makes the table hold exactly the masquerade rules says.
-// When the table already holds it (its rules and every set element, read
-// back), nothing is written: a write costs the kernel an RCU grace period
+// When the table already holds it (same objects, rules carrying the
+// fingerprint of these rules), nothing is written: a write costs the kernel an RCU grace period
 // (milliseconds), and a CNI plugin syncs on every ADD. Otherwise, in one
 // netlink transaction, the table is deleted and rebuilt within the batch,
 // so packets see either the old or the new ruleset, and anything else found
@@ -144,8 +143,11 @@ func (m *Masquerade) addRuleset(c *nft.Conn, p plan) error {
 	return nil
 }
 
-// inSync reports whether the kernel already holds exactly p. Any read error
-// or difference means "rebuild".
+// inSync reports whether the kernel already holds p: the table with its
+// one chain and four sets, and the rules tagged with p's fingerprint (the
+// sets are only ever written together with those rules). Two reads; any
+// error or difference means "rebuild". Elements changed behind our back
+// inside our own table are not detected until the rules change.
 func (m *Masquerade) inSync(c *nft.Conn, p plan) bool {
 	tables, err := c.ListTablesOfFamily(m.table.Family)
 	if err != nil {
@@ -189,35 +191,7 @@ func (m *Masquerade) inSync(c *nft.Conn, p plan) bool {
 			return false
 		}
 	}
-	for name, ranges := range map[string][]addrRange{
-		SetMasqSrcV4: p.src4, SetMasqSrcV6: p.src6, SetNoMasqDstV4: p.dst4, SetNoMasqDstV6: p.dst6,
-	} {
-		set, err := c.GetSetByName(m.table, name)
-		if err != nil {
-			return false
-		}
-		have, err := c.GetSetElements(set)
-		if err != nil || !sameElements(have, intervalElements(ranges)) {
-			return false
-		}
-	}
 	return true
-}
-
-// sameElements compares two element lists as sets of (key, interval end).
-func sameElements(a, b []nft.SetElement) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	keys := func(els []nft.SetElement) []string {
-		out := make([]string, len(els))
-		for i, e := range els {
-			out[i] = fmt.Sprintf("%x/%t", e.Key, e.IntervalEnd)
-		}
-		slices.Sort(out)
-		return out
-	}
-	return slices.Equal(keys(a), keys(b))
 }
 
 // fingerprint identifies a plan; the rules carry it in their comment, so a

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -176,14 +177,27 @@ func (e *cniEnv) pluginConf(cniVersion string, extra map[string]any) []byte {
 // mapping of the network is left on the node.
 func (e *cniEnv) assertClean() {
 	e.t.Helper()
-	links, err := e.node.Netlink().LinkList()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "kw") && l.Type() == "veth" {
-			e.t.Errorf("veth %s left on the node", l.Attrs().Name)
+	// DEL retires veths at once; the reaper it starts deletes them shortly
+	// after.
+	var left []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		links, err := e.node.Netlink().LinkList()
+		if err != nil {
+			e.t.Fatal(err)
 		}
+		left = left[:0]
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "kw") && l.Type() == "veth" {
+				left = append(left, l.Attrs().Name)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		e.t.Errorf("veths left on the node: %v", left)
 	}
 	owners := e.ipamOwners()
 	if len(owners) != 0 {

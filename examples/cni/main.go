@@ -18,11 +18,16 @@
 package main
 
 import (
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
 func main() {
+	if dir := os.Getenv(envReap); dir != "" {
+		os.Exit(reapMain(dir))
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
 		Del:    cmdDel,

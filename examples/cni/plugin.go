@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -43,7 +45,10 @@ func open(cfg *config) (*plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.links, err = netlinkdrv.New(netlinkdrv.Options{LinkPrefix: cfg.raw.LinkPrefix, ProbeCacheDir: cfg.dataDir}); err != nil {
+	// DEL retires a pod's veth (under a millisecond) and a detached reaper
+	// process deletes it (the kernel needs 15-25 ms per veth), so the
+	// runtime's pod teardown does not wait for the kernel.
+	if p.links, err = netlinkdrv.New(netlinkdrv.Options{LinkPrefix: cfg.raw.LinkPrefix, ProbeCacheDir: cfg.dataDir, DeferDelete: true}); err != nil {
 		p.close()
 		return nil, err
 	}
@@ -259,7 +264,77 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := p.syncPorts(ctx, att.Key().Owner(), nil); err != nil {
 		return toCNI(err)
 	}
-	return toCNI(p.pods.Detach(ctx, att))
+	if err := p.pods.Detach(ctx, att); err != nil {
+		return toCNI(err)
+	}
+	startReaper(cfg.dataDir)
+	return nil
+}
+
+// envReap makes the binary run as the reaper instead of a CNI plugin.
+const envReap = "KUBEWIRE_CNI_REAP"
+
+// startReaper starts a detached copy of this binary that deletes the veths
+// DEL retired, in the namespace DEL ran in. It does not wait: the runtime
+// gets its answer now. If the reaper cannot start or dies, retired links
+// stay down and out of the way until the pod namespace goes, the next
+// reaper, or GC.
+func startReaper(dataDir string) {
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	cmd := exec.Command(self)
+	cmd.Env = []string{envReap + "=" + dataDir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.Start() == nil {
+		_ = cmd.Process.Release()
+	}
+}
+
+// reapWindow is how long a reaper waits for more DELs to retire links, so
+// one kernel unregister (one RCU barrier) serves many pods.
+const reapWindow = 50 * time.Millisecond
+
+// reapMain deletes every retired link of the current namespace. One reaper
+// per data directory works at a time (a lock file); others exit at once,
+// since the working one keeps going until nothing retired is left, and
+// looks again after giving the lock up.
+func reapMain(dataDir string) int {
+	d, err := netlinkdrv.New(netlinkdrv.Options{ProbeCacheDir: dataDir})
+	if err != nil {
+		return 1
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	lockPath := filepath.Join(dataDir, "reap.lock")
+	for {
+		f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return 1
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close()
+			return 0 // another reaper works; it will see our links
+		}
+		for {
+			time.Sleep(reapWindow)
+			n, err := d.Retired(ctx)
+			if err != nil || n == 0 {
+				break
+			}
+			if err := d.Reap(ctx); err != nil {
+				break
+			}
+		}
+		f.Close() // releases the lock
+		// A DEL may have retired a link after our last look and seen the
+		// lock taken: look once more, outside the lock.
+		if n, err := d.Retired(ctx); err != nil || n == 0 {
+			return 0
+		}
+	}
 }
 
 func cmdCheck(args *skel.CmdArgs) error {

@@ -88,6 +88,15 @@ func run(prog *sandbox.Program, n, par int, mode string, masq bool) error {
 	}
 
 	fmt.Printf("kubewire-cni through libcni, %d pods, mode %s, ipMasq %t, dual-stack\n", n, mode, masq)
+	// The floor: starting the plugin and answering VERSION.
+	floor, _, err := timed(pods[:min(20, n)], 1, func(*libcni.RuntimeConf) error {
+		_, err := cni.GetVersionInfo(ctx, "kubewire-cni")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("VERSION: %w", err)
+	}
+	fmt.Printf("  exec floor VERSION %s\n", stats(floor))
 	for _, callers := range []int{1, par} {
 		add, addWall, err := timed(pods, callers, func(rt *libcni.RuntimeConf) error {
 			_, err := cni.AddNetworkList(ctx, list, rt)
@@ -108,9 +117,18 @@ func run(prog *sandbox.Program, n, par int, mode string, masq bool) error {
 		}
 		fmt.Printf("  %-10s ADD %s  (%.1f ops/s)\n", label, stats(add), float64(n)/addWall.Seconds())
 		fmt.Printf("  %-10s DEL %s  (%.1f ops/s)\n", label, stats(del), float64(n)/delWall.Seconds())
-		if leaks := leaked(node, dataDir); leaks != "" {
+		// DEL retires veths and a reaper deletes them moments later; wait
+		// for it, and say how long it took after the last DEL.
+		t0 := time.Now()
+		leaks := leaked(node, dataDir)
+		for leaks != "" && time.Since(t0) < 10*time.Second {
+			time.Sleep(10 * time.Millisecond)
+			leaks = leaked(node, dataDir)
+		}
+		if leaks != "" {
 			return fmt.Errorf("state left after DEL: %s", leaks)
 		}
+		fmt.Printf("  %-10s every retired veth deleted %.0f ms after the last DEL\n", label, float64(time.Since(t0))/1e6)
 	}
 	fmt.Println("  no state left after DEL (veths, addresses)")
 	return nil
