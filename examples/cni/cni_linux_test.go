@@ -435,3 +435,48 @@ func TestPortMappingsAndMasquerade(t *testing.T) {
 	outside.MustNotReach(t, "tcp", netip.AddrPortFrom(nodeV4, 8080))
 	e.assertClean()
 }
+
+// TestChainWithReferencePlugins runs kubewire-cni between two reference
+// plugins built from the Go module proxy: loopback before it (kubewire-cni
+// extends its prevResult) and tuning after it (which consumes ours).
+func TestChainWithReferencePlugins(t *testing.T) {
+	e := newCNIEnv(t, nil)
+	refDir := t.TempDir()
+	build := exec.Command("go", "install",
+		"github.com/containernetworking/plugins/plugins/main/loopback@v1.9.1",
+		"github.com/containernetworking/plugins/plugins/meta/tuning@v1.9.1")
+	build.Env = append(os.Environ(), "GOBIN="+refDir, "GOFLAGS=-buildvcs=false")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Skipf("cannot build the reference plugins from the module proxy: %v\n%s", err, out)
+	}
+	e.cni.Path = append(e.cni.Path, refDir)
+	e.setList("1.1.0",
+		map[string]any{"type": "loopback"},
+		e.conf,
+		map[string]any{"type": "tuning", "sysctl": map[string]string{"net.core.somaxconn": "1234"}},
+	)
+	p := e.add("chained", nil)
+	// loopback's lo, then our host and pod interfaces.
+	if len(p.res.Interfaces) != 3 || p.res.Interfaces[0].Name != "lo" || p.res.Interfaces[2].Name != "eth0" {
+		t.Fatalf("chained interfaces = %s", js(p.res.Interfaces))
+	}
+	var ours int
+	for _, ip := range p.res.IPs {
+		if *ip.Interface == 2 {
+			ours++
+		}
+	}
+	if ours != 2 {
+		t.Fatalf("chained IPs = %s, want two on interface 2", js(p.res.IPs))
+	}
+	if v, err := p.ns.Sysctl("net.core.somaxconn"); err != nil || v != "1234" {
+		t.Fatalf("tuning after kubewire-cni: somaxconn = %q, %v", v, err)
+	}
+	if err := e.cni.CheckNetworkList(context.Background(), e.list, p.rt); err != nil {
+		t.Fatalf("CHECK of the chain: %v", err)
+	}
+	if err := e.del(p); err != nil {
+		t.Fatalf("DEL of the chain: %v", err)
+	}
+	e.assertClean()
+}
