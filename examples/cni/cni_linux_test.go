@@ -363,7 +363,7 @@ func TestKilledAdd(t *testing.T) {
 			if err := c.Start(); err != nil {
 				return err
 			}
-			time.Sleep(time.Duration(rand.IntN(4000)) * time.Microsecond)
+			time.Sleep(time.Duration(rand.IntN(12000)) * time.Microsecond)
 			_ = c.Process.Signal(syscall.SIGKILL)
 			_ = c.Wait()
 			return nil
