@@ -1,0 +1,256 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kubewire/kubewire/internal/runner"
+)
+
+// Config configures a Proxier.
+type Config struct {
+	// Dataplane renders the state (required).
+	Dataplane Dataplane
+	// Node is this node (its name decides which endpoints are local).
+	Node NodeInfo
+	// MinSyncInterval is the least time between two syncs (changes in
+	// between are coalesced); MaxSyncInterval forces a full resync at least
+	// that often (0: never). Defaults: 0 and 1 hour.
+	MinSyncInterval, MaxSyncInterval time.Duration
+	// Clock is for tests; nil means the wall clock.
+	Clock Clock
+	// Logger receives debug events; nil discards.
+	Logger *slog.Logger
+}
+
+// Clock is the time source of a Proxier's sync loop (a fake in tests).
+type Clock interface {
+	Now() time.Time
+	// NewTimer returns a channel that receives once after d, and a
+	// function that stops the timer.
+	NewTimer(d time.Duration) (<-chan time.Time, func() bool)
+}
+
+// Proxier turns Service and EndpointSlice events into dataplane syncs.
+// Event methods only record the change and ask for a sync; Run performs
+// syncs from a coalescing, rate-bounded loop. All methods are safe for
+// concurrent use.
+type Proxier struct {
+	cfg    Config
+	log    *slog.Logger
+	runner *runner.Runner
+
+	mu       sync.Mutex
+	node     NodeInfo
+	services map[Name]*Service
+	slices   map[Name]map[string]*EndpointSlice
+	dirty    map[Name]bool
+	ports    map[PortName]PortState // last built
+	needFull bool
+	lastFull time.Time
+	pending  int // changes recorded since the last sync
+}
+
+// NewProxier checks cfg and returns a Proxier. It starts nothing.
+func NewProxier(cfg Config) (*Proxier, error) {
+	if cfg.Dataplane == nil {
+		return nil, errors.New("service: Config.Dataplane is required")
+	}
+	if cfg.MaxSyncInterval == 0 {
+		cfg.MaxSyncInterval = time.Hour
+	}
+	if cfg.MinSyncInterval < 0 || cfg.MaxSyncInterval < cfg.MinSyncInterval {
+		return nil, fmt.Errorf("service: Config.MinSyncInterval %v / MaxSyncInterval %v: want 0 <= min <= max", cfg.MinSyncInterval, cfg.MaxSyncInterval)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = runner.RealClock{}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxier{
+		cfg: cfg, log: log, node: cfg.Node,
+		services: map[Name]*Service{},
+		slices:   map[Name]map[string]*EndpointSlice{},
+		dirty:    map[Name]bool{},
+		ports:    map[PortName]PortState{},
+		needFull: true,
+	}
+	var err error
+	p.runner, err = runner.New(p.syncFromLoop, runner.Config{
+		MinInterval: cfg.MinSyncInterval, MaxInterval: cfg.MaxSyncInterval, Clock: cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Run syncs until ctx ends: at once, after changes (at most every
+// MinSyncInterval), and at least every MaxSyncInterval. It returns nil when
+// ctx ends.
+func (p *Proxier) Run(ctx context.Context) error { return p.runner.Run(ctx) }
+
+func (p *Proxier) syncFromLoop(ctx context.Context) error {
+	err := p.Sync(ctx)
+	if err != nil {
+		p.log.WarnContext(ctx, "service sync failed; retrying with a full sync", "err", err)
+	}
+	return err
+}
+
+func (p *Proxier) changed(n Name) {
+	p.dirty[n] = true
+	p.pending++
+	p.runner.Request()
+}
+
+// OnServiceAdd records a new Service. An invalid one is refused with an
+// error (and ignored), so one bad object never blocks the others.
+func (p *Proxier) OnServiceAdd(s *Service) error { return p.OnServiceUpdate(nil, s) }
+
+// OnServiceUpdate records a changed Service; an update that changes
+// nothing the proxy uses is dropped.
+func (p *Proxier) OnServiceUpdate(old, s *Service) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.services[s.Name]; ok && cur.Equal(s) {
+		return nil
+	}
+	if old != nil && old.Name != s.Name {
+		delete(p.services, old.Name)
+		p.changed(old.Name)
+	}
+	c := *s
+	p.services[s.Name] = &c
+	p.changed(s.Name)
+	return nil
+}
+
+// OnServiceDelete records a deleted Service.
+func (p *Proxier) OnServiceDelete(s *Service) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.services[s.Name]; ok {
+		delete(p.services, s.Name)
+		p.changed(s.Name)
+	}
+}
+
+// OnEndpointSliceAdd records a new EndpointSlice.
+func (p *Proxier) OnEndpointSliceAdd(es *EndpointSlice) error {
+	return p.OnEndpointSliceUpdate(nil, es)
+}
+
+// OnEndpointSliceUpdate records a changed EndpointSlice.
+func (p *Proxier) OnEndpointSliceUpdate(old, es *EndpointSlice) error {
+	if err := es.Validate(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.slices[es.Service]
+	if m == nil {
+		m = map[string]*EndpointSlice{}
+		p.slices[es.Service] = m
+	}
+	c := *es
+	m[es.Name] = &c
+	p.changed(es.Service)
+	return nil
+}
+
+// OnEndpointSliceDelete records a deleted EndpointSlice.
+func (p *Proxier) OnEndpointSliceDelete(es *EndpointSlice) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m := p.slices[es.Service]; m != nil {
+		if _, ok := m[es.Name]; ok {
+			delete(m, es.Name)
+			if len(m) == 0 {
+				delete(p.slices, es.Service)
+			}
+			p.changed(es.Service)
+		}
+	}
+}
+
+// OnNodeUpdate records this node's new name or zone; every service is
+// recomputed (topology hints depend on them).
+func (p *Proxier) OnNodeUpdate(n NodeInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n == p.node {
+		return
+	}
+	p.node = n
+	p.needFull = true
+	for name := range p.services {
+		p.changed(name)
+	}
+}
+
+// Sync computes the desired state from the recorded events and hands it to
+// the dataplane now. Run calls it; tests and programs may too.
+func (p *Proxier) Sync(ctx context.Context) error {
+	p.mu.Lock()
+	full := p.needFull || p.cfg.Clock.Now().Sub(p.lastFull) >= p.cfg.MaxSyncInterval
+	var changed []PortName
+	for name := range p.dirty {
+		seen := map[PortName]bool{}
+		if s, ok := p.services[name]; ok {
+			var sl []*EndpointSlice
+			for _, es := range p.slices[name] {
+				sl = append(sl, es)
+			}
+			for _, port := range s.Ports {
+				pn := PortName{Service: name, Port: port.Name, Protocol: port.Protocol}
+				seen[pn] = true
+				ps := BuildPort(s, port, Backends(sl, pn), p.node)
+				if old, ok := p.ports[pn]; !ok || !old.Equal(&ps) {
+					p.ports[pn] = ps
+					changed = append(changed, pn)
+				}
+			}
+		}
+		for pn := range p.ports {
+			if pn.Service == name && !seen[pn] {
+				delete(p.ports, pn)
+				changed = append(changed, pn)
+			}
+		}
+	}
+	st := &State{Ports: make([]PortState, 0, len(p.ports))}
+	for _, ps := range p.ports {
+		st.Ports = append(st.Ports, ps)
+	}
+	p.dirty = map[Name]bool{}
+	pending := p.pending
+	p.pending = 0
+	p.mu.Unlock()
+
+	SortPorts(st.Ports)
+	start := time.Now()
+	err := p.cfg.Dataplane.Sync(ctx, st, Hint{Full: full, Changed: changed})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.needFull = true
+		return fmt.Errorf("service: sync: %w", err)
+	}
+	if full {
+		p.needFull = false
+		p.lastFull = p.cfg.Clock.Now()
+	}
+	p.log.DebugContext(ctx, "services synced", "ports", len(st.Ports), "changed", len(changed), "full", full,
+		"events", pending, "took", time.Since(start))
+	return nil
+}
