@@ -23,6 +23,11 @@ type Config struct {
 	MinSyncInterval, MaxSyncInterval time.Duration
 	// Clock is for tests; nil means the wall clock.
 	Clock Clock
+	// Health, when set, tracks sync progress for /healthz and /livez.
+	Health *ProxyHealth
+	// ServiceHealth, when set, serves the healthCheckNodePort of services
+	// with externalTrafficPolicy Local after every sync.
+	ServiceHealth *ServiceHealth
 	// Logger receives debug events; nil discards.
 	Logger *slog.Logger
 }
@@ -107,6 +112,9 @@ func (p *Proxier) syncFromLoop(ctx context.Context) error {
 func (p *Proxier) changed(n Name) {
 	p.dirty[n] = true
 	p.pending++
+	if p.cfg.Health != nil {
+		p.cfg.Health.QueuedUpdate()
+	}
 	p.runner.Request()
 }
 
@@ -250,7 +258,42 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		p.needFull = false
 		p.lastFull = p.cfg.Clock.Now()
 	}
+	if p.cfg.Health != nil && p.pending == 0 {
+		p.cfg.Health.Updated()
+	}
+	if p.cfg.ServiceHealth != nil {
+		ports, counts := p.healthChecks()
+		if err := p.cfg.ServiceHealth.Sync(ports, counts); err != nil {
+			p.log.WarnContext(ctx, "health check ports", "err", err)
+		}
+	}
 	p.log.DebugContext(ctx, "services synced", "ports", len(st.Ports), "changed", len(changed), "full", full,
 		"events", pending, "took", time.Since(start))
 	return nil
+}
+
+// healthChecks returns, for services with externalTrafficPolicy Local and
+// a health check node port, that port and the number of local endpoints
+// (the most any of its ports has). Called with p.mu held.
+func (p *Proxier) healthChecks() (map[Name]uint16, map[Name]int) {
+	ports, counts := map[Name]uint16{}, map[Name]int{}
+	for n, s := range p.services {
+		if s.HealthCheckNodePort == 0 || !s.ExternalTrafficPolicy.Local() {
+			continue
+		}
+		ports[n] = s.HealthCheckNodePort
+	}
+	for pn, ps := range p.ports {
+		if _, ok := ports[pn.Service]; !ok {
+			continue
+		}
+		local := 0
+		for _, t := range ps.ExternalEndpoints {
+			if t.Local {
+				local++
+			}
+		}
+		counts[pn.Service] = max(counts[pn.Service], local)
+	}
+	return ports, counts
 }
