@@ -28,6 +28,8 @@ type Config struct {
 	// ServiceHealth, when set, serves the healthCheckNodePort of services
 	// with externalTrafficPolicy Local after every sync.
 	ServiceHealth *ServiceHealth
+	// Conntrack, when set, clears stale UDP conntrack entries after syncs.
+	Conntrack Conntrack
 	// Logger receives debug events; nil discards.
 	Logger *slog.Logger
 }
@@ -57,6 +59,7 @@ type Proxier struct {
 	ports    map[PortName]PortState // last built
 	needFull bool
 	lastFull time.Time
+	stale    []UDPFlowSet // conntrack sets of syncs that failed
 	pending  int // changes recorded since the last sync
 }
 
@@ -212,6 +215,13 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	full := p.needFull || p.cfg.Clock.Now().Sub(p.lastFull) >= p.cfg.MaxSyncInterval
 	var changed []PortName
+	stale := p.stale
+	p.stale = nil
+	note := func(old, cur *PortState) {
+		if set, ok := staleUDP(old, cur); ok {
+			stale = append(stale, set)
+		}
+	}
 	for name := range p.dirty {
 		seen := map[PortName]bool{}
 		if s, ok := p.services[name]; ok {
@@ -224,6 +234,11 @@ func (p *Proxier) Sync(ctx context.Context) error {
 				seen[pn] = true
 				ps := BuildPort(s, port, Backends(sl, pn), p.node)
 				if old, ok := p.ports[pn]; !ok || !old.Equal(&ps) {
+					if ok {
+						note(&old, &ps)
+					} else {
+						note(nil, &ps)
+					}
 					p.ports[pn] = ps
 					changed = append(changed, pn)
 				}
@@ -231,6 +246,8 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 		for pn := range p.ports {
 			if pn.Service == name && !seen[pn] {
+				old := p.ports[pn]
+				note(&old, nil)
 				delete(p.ports, pn)
 				changed = append(changed, pn)
 			}
@@ -249,9 +266,10 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	start := time.Now()
 	err := p.cfg.Dataplane.Sync(ctx, st, Hint{Full: full, Changed: changed})
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if err != nil {
 		p.needFull = true
+		p.stale = append(p.stale, stale...)
+		p.mu.Unlock()
 		return fmt.Errorf("service: sync: %w", err)
 	}
 	if full {
@@ -261,9 +279,21 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	if p.cfg.Health != nil && p.pending == 0 {
 		p.cfg.Health.Updated()
 	}
+	var hcPorts map[Name]uint16
+	var hcCounts map[Name]int
 	if p.cfg.ServiceHealth != nil {
-		ports, counts := p.healthChecks()
-		if err := p.cfg.ServiceHealth.Sync(ports, counts); err != nil {
+		hcPorts, hcCounts = p.healthChecks()
+	}
+	p.mu.Unlock()
+
+	if p.cfg.Conntrack != nil && len(stale) > 0 {
+		// Only now that the dataplane no longer sends to the old endpoints.
+		if err := p.cfg.Conntrack.ClearStaleUDP(ctx, stale); err != nil {
+			p.log.WarnContext(ctx, "clear stale UDP conntrack entries", "err", err)
+		}
+	}
+	if p.cfg.ServiceHealth != nil {
+		if err := p.cfg.ServiceHealth.Sync(hcPorts, hcCounts); err != nil {
 			p.log.WarnContext(ctx, "health check ports", "err", err)
 		}
 	}

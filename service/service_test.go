@@ -355,3 +355,63 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+type ctRecorder struct{ sets []service.UDPFlowSet }
+
+func (c *ctRecorder) ClearStaleUDP(ctx context.Context, sets []service.UDPFlowSet) error {
+	c.sets = append(c.sets, sets...)
+	return nil
+}
+
+func TestProxierClearsStaleUDP(t *testing.T) {
+	dp := fake.NewServices()
+	ct := &ctRecorder{}
+	p, err := service.NewProxier(service.Config{Dataplane: dp, Conntrack: ct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dns := svc(func(s *service.Service) {
+		s.Ports = []service.Port{{Name: "dns", Protocol: service.UDP, Port: 53, TargetPort: 53, NodePort: 30053}, {Name: "dns-tcp", Protocol: service.TCP, Port: 53, TargetPort: 53}}
+	})
+	mk := func(addrs ...string) *service.EndpointSlice {
+		es := &service.EndpointSlice{Name: "s", Service: web, Ports: []service.SlicePort{{Name: "dns", Protocol: service.UDP, Port: 53}, {Name: "dns-tcp", Protocol: service.TCP, Port: 53}}}
+		for _, a := range addrs {
+			es.Endpoints = append(es.Endpoints, service.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr(a)}, Ready: true, Serving: true})
+		}
+		return es
+	}
+	p.OnServiceAdd(dns)
+	p.OnEndpointSliceAdd(mk("10.244.1.2", "10.244.1.3"))
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A new UDP port may have reject entries from before: cleared.
+	if len(ct.sets) != 1 || ct.sets[0].NodePort != 30053 || len(ct.sets[0].Keep) != 2 {
+		t.Fatalf("sets after add = %+v", ct.sets)
+	}
+	ct.sets = nil
+	p.OnEndpointSliceUpdate(nil, mk("10.244.1.3", "10.244.1.4")) // .2 goes, .4 comes
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(ct.sets) != 1 || fmt.Sprint(ct.sets[0].Keep) != "[10.244.1.3:53 10.244.1.4:53]" ||
+		fmt.Sprint(ct.sets[0].Dests) != "[10.96.0.10:53 [fd00:10:96::10]:53]" {
+		t.Fatalf("sets after an endpoint left = %+v", ct.sets)
+	}
+	ct.sets = nil
+	p.OnEndpointSliceUpdate(nil, mk("10.244.1.3", "10.244.1.4", "10.244.1.5")) // only additions
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(ct.sets) != 0 {
+		t.Fatalf("an endpoint added made stale sets: %+v", ct.sets)
+	}
+	p.OnServiceDelete(dns)
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(ct.sets) != 1 || len(ct.sets[0].Keep) != 0 {
+		t.Fatalf("sets after delete = %+v", ct.sets)
+	}
+}

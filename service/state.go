@@ -143,3 +143,66 @@ func BuildPort(s *Service, p Port, backends []Backend, node NodeInfo) PortState 
 func SortPorts(ps []PortState) {
 	slices.SortFunc(ps, func(a, b PortState) int { return strings.Compare(a.Name.String(), b.Name.String()) })
 }
+
+// UDPFlowSet names UDP conntrack entries that may be stale after a sync:
+// those whose original destination is one of Dests (or any address with
+// destination port NodePort, when set) and whose reply does not come from
+// one of Keep. Without removal, a long-lived UDP "connection" keeps going
+// to an endpoint that is gone (or to nowhere, after a reject).
+type UDPFlowSet struct {
+	Dests    []netip.AddrPort
+	NodePort uint16
+	Keep     []netip.AddrPort
+}
+
+// Conntrack removes stale connection tracking entries. Implemented by
+// driver/netlink.
+type Conntrack interface {
+	// ClearStaleUDP deletes the UDP entries of sets that are stale.
+	ClearStaleUDP(ctx context.Context, sets []UDPFlowSet) error
+}
+
+// staleUDP returns the flow set to clear after a UDP port changed from old
+// to cur (either may be nil: added or removed), or false when no entry can
+// be stale (no endpoint went away and the port had endpoints before).
+func staleUDP(old, cur *PortState) (UDPFlowSet, bool) {
+	ref := cur
+	if ref == nil {
+		ref = old
+	}
+	if ref == nil || ref.Protocol != UDP {
+		return UDPFlowSet{}, false
+	}
+	keep := map[netip.AddrPort]bool{}
+	if cur != nil {
+		for _, l := range [][]Target{cur.InternalEndpoints, cur.ExternalEndpoints, cur.ClusterEndpoints} {
+			for _, t := range l {
+				keep[t.AddrPort()] = true
+			}
+		}
+	}
+	gone := old == nil || !old.HasEndpoints || len(old.InternalEndpoints)+len(old.ExternalEndpoints) == 0
+	if old != nil {
+		for _, l := range [][]Target{old.InternalEndpoints, old.ExternalEndpoints, old.ClusterEndpoints} {
+			for _, t := range l {
+				if !keep[t.AddrPort()] {
+					gone = true
+				}
+			}
+		}
+	}
+	if !gone {
+		return UDPFlowSet{}, false
+	}
+	set := UDPFlowSet{NodePort: ref.NodePort}
+	for _, l := range [][]netip.Addr{ref.ClusterIPs, ref.ExternalIPs, ref.LoadBalancerIPs} {
+		for _, a := range l {
+			set.Dests = append(set.Dests, netip.AddrPortFrom(a, ref.Port))
+		}
+	}
+	for ap := range keep {
+		set.Keep = append(set.Keep, ap)
+	}
+	slices.SortFunc(set.Keep, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return set, true
+}

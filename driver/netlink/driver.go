@@ -75,6 +75,7 @@ type Driver struct {
 	nl    *vnl.Handle
 	log   *slog.Logger
 	alias string // alias prefix of owned veths
+	ct    ctHandle
 }
 
 var (
@@ -130,6 +131,9 @@ func New(opts Options) (*Driver, error) {
 // stay.
 func (d *Driver) Close() error {
 	d.nl.Close()
+	if d.ct.h != nil {
+		d.ct.h.Close()
+	}
 	return d.ns.Close()
 }
 

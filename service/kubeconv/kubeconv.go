@@ -72,6 +72,10 @@ const (
 	AnnotationLoadBalancerSourceRanges = v1.AnnotationLoadBalancerSourceRangesKey
 )
 
+// maxAffinitySeconds is the API's bound on
+// sessionAffinityConfig.clientIP.timeoutSeconds (one day).
+const maxAffinitySeconds = 86400
+
 // Options configure Service.
 type Options struct {
 	// ProxyName is this proxy's name. Services labelled
@@ -293,9 +297,9 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
 			secs = *c.ClientIP.TimeoutSeconds
 		}
-		if secs < 1 || secs > v1.MaxClientIPServiceAffinitySeconds {
+		if secs < 1 || secs > maxAffinitySeconds {
 			return nil, fail("spec.sessionAffinityConfig.clientIP.timeoutSeconds", secs,
-				fmt.Sprintf("must be 1-%d", v1.MaxClientIPServiceAffinitySeconds))
+				fmt.Sprintf("must be 1-%d", maxAffinitySeconds))
 		}
 		out.AffinityTimeout = time.Duration(secs) * time.Second
 	default:
