@@ -60,7 +60,7 @@ type Proxier struct {
 	needFull bool
 	lastFull time.Time
 	stale    []UDPFlowSet // conntrack sets of syncs that failed
-	pending  int // changes recorded since the last sync
+	pending  int          // changes recorded since the last sync
 }
 
 // NewProxier checks cfg and returns a Proxier. It starts nothing.
