@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // EndpointSlice is the model of one discovery/v1 EndpointSlice of a
@@ -15,6 +16,10 @@ type EndpointSlice struct {
 	Ports   []SlicePort
 	// Endpoints hold their conditions already defaulted (see Endpoint).
 	Endpoints []Endpoint
+	// TriggerTime is when the change this slice reflects happened (the
+	// endpoints.kubernetes.io/last-change-trigger-time annotation); zero
+	// when unknown. It feeds the network programming latency metric.
+	TriggerTime time.Time
 }
 
 // SlicePort is a port of an EndpointSlice; its Name matches the service

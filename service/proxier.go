@@ -30,6 +30,8 @@ type Config struct {
 	ServiceHealth *ServiceHealth
 	// Conntrack, when set, clears stale UDP conntrack entries after syncs.
 	Conntrack Conntrack
+	// Metrics, when set, is updated after every sync (register it yourself).
+	Metrics *Metrics
 	// Logger receives debug events; nil discards.
 	Logger *slog.Logger
 }
@@ -60,6 +62,7 @@ type Proxier struct {
 	needFull bool
 	lastFull time.Time
 	stale    []UDPFlowSet // conntrack sets of syncs that failed
+	triggers []time.Time  // EndpointSlice trigger times not yet synced
 	pending  int          // changes recorded since the last sync
 }
 
@@ -175,6 +178,9 @@ func (p *Proxier) OnEndpointSliceUpdate(old, es *EndpointSlice) error {
 	}
 	c := *es
 	m[es.Name] = &c
+	if !es.TriggerTime.IsZero() {
+		p.triggers = append(p.triggers, es.TriggerTime)
+	}
 	p.changed(es.Service)
 	return nil
 }
@@ -260,12 +266,15 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.dirty = map[Name]bool{}
 	pending := p.pending
 	p.pending = 0
+	triggers := p.triggers
+	p.triggers = nil
 	p.mu.Unlock()
 
 	SortPorts(st.Ports)
 	start := time.Now()
 	err := p.cfg.Dataplane.Sync(ctx, st, Hint{Full: full, Changed: changed})
 	p.mu.Lock()
+	p.cfg.Metrics.observeSync(full, time.Since(start), err, st, p.pending, triggers, time.Now())
 	if err != nil {
 		p.needFull = true
 		p.stale = append(p.stale, stale...)
