@@ -3,6 +3,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,8 +16,9 @@ import (
 // was given, renders it with Dump, and answers "where would this packet
 // go" with Trace, following the rules a kernel dataplane implements.
 type Services struct {
-	mu    sync.Mutex
-	st    service.State
+	mu       sync.Mutex
+	st       service.State
+	affinity map[affinityKey]service.Target
 	hints []service.Hint
 	fail  error
 	// NodeAddrs are the node's addresses: node ports answer on them, and
@@ -48,6 +50,7 @@ func (f *Services) Sync(ctx context.Context, st *service.State, hint service.Hin
 		return err
 	}
 	f.st = service.State{Ports: slices.Clone(st.Ports)}
+	f.affinity = nil
 	f.hints = append(f.hints, hint)
 	return nil
 }
@@ -185,4 +188,41 @@ func (f *Services) Trace(src netip.Addr, fromLocal bool, proto service.Protocol,
 		return TraceResult{Verdict: VerdictForward, Targets: fam, Masquerade: masq}
 	}
 	return TraceResult{Verdict: VerdictNoMatch}
+}
+
+type affinityKey struct {
+	port service.PortName
+	src  netip.Addr
+}
+
+// Connect traces a packet like Trace and then picks the endpoint the
+// kernel would: at random, or the one a client is pinned to by session
+// affinity (the fake never expires affinity).
+func (f *Services) Connect(src netip.Addr, fromLocal bool, proto service.Protocol, dst netip.AddrPort) (TraceResult, service.Target) {
+	r := f.Trace(src, fromLocal, proto, dst)
+	if r.Verdict != VerdictForward {
+		return r, service.Target{}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var port *service.PortState
+	for i := range f.st.Ports {
+		p := &f.st.Ports[i]
+		if p.Protocol == proto && (p.Port == dst.Port() || p.NodePort == dst.Port()) {
+			port = p
+			break
+		}
+	}
+	pick := r.Targets[rand.IntN(len(r.Targets))]
+	if port != nil && port.AffinityTimeout > 0 {
+		key := affinityKey{port.Name, src}
+		if t, ok := f.affinity[key]; ok && slices.Contains(r.Targets, t) {
+			return r, t
+		}
+		if f.affinity == nil {
+			f.affinity = map[affinityKey]service.Target{}
+		}
+		f.affinity[key] = pick
+	}
+	return r, pick
 }
