@@ -19,8 +19,8 @@ type Services struct {
 	mu       sync.Mutex
 	st       service.State
 	affinity map[affinityKey]service.Target
-	hints []service.Hint
-	fail  error
+	hints    []service.Hint
+	fail     error
 	// NodeAddrs are the node's addresses: node ports answer on them, and
 	// Trace treats sources among them as the node itself.
 	NodeAddrs []netip.Addr

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"sync"
 
 	nft "github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kubewire/kubewire/internal/netns"
 	"github.com/kubewire/kubewire/internal/probecache"
@@ -50,6 +52,7 @@ type tableConn struct {
 	ns     *netns.NetNS
 	conn   *nft.Conn     // lasting connection bound to ns; nil after an error
 	sock   *netlink.Conn // conn's socket, for deadlines
+	bufLen int           // socket buffer size set by growBuffers (0: default)
 	closed bool
 }
 
@@ -159,8 +162,61 @@ func (tc *tableConn) dropConn() {
 	if tc.conn != nil {
 		_ = tc.conn.CloseLasting()
 	}
-	tc.conn, tc.sock = nil, nil
+	tc.conn, tc.sock, tc.bufLen = nil, nil, 0
 }
+
+// growBuffers makes the socket's send and receive buffers hold at least n
+// bytes: one batch is one sendmsg, and the kernel queues an acknowledgement
+// per message of it before the first is read. It forces the size
+// (SO_SNDBUFFORCE, with CAP_NET_ADMIN) and falls back to the capped
+// SO_SNDBUF. Called with tc.mu held, inside withConn.
+func (tc *tableConn) growBuffers(n int) error {
+	if n <= tc.bufLen || tc.sock == nil {
+		return nil
+	}
+	n = max(n, 2*tc.bufLen)
+	raw, err := tc.sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], n); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], n); e != nil {
+					serr = e
+				}
+			}
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("socket buffers of %d bytes: %w", n, err)
+	}
+	tc.bufLen = n
+	return nil
+}
+
+// tableUse reports whether the table exists and how many objects (chains,
+// sets, anonymous ones included) the kernel counts in it.
+func (tc *tableConn) tableUse(c *nft.Conn) (exists bool, use uint32, err error) {
+	tables, err := c.ListTablesOfFamily(tc.table.Family)
+	if err != nil {
+		return false, 0, err
+	}
+	for _, t := range tables {
+		if t.Name == tc.table.Name {
+			return true, t.Use, nil
+		}
+	}
+	return false, 0, nil
+}
+
+// useIs compares a table's object count as google/nftables v0.3.0 decodes
+// it (in host byte order, not network order: either is accepted).
+func useIs(got, want uint32) bool { return got == want || got == bits.ReverseBytes32(want) }
 
 // removeTable queues the deletion of the table with all it holds. Adding it
 // first makes the deletion valid whether or not the table exists, all in

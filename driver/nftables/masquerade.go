@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"math/bits"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -149,24 +148,16 @@ func (m *Masquerade) addRuleset(c *nft.Conn, p plan) error {
 // error or difference means "rebuild". Elements changed behind our back
 // inside our own table are not detected until the rules change.
 func (m *Masquerade) inSync(c *nft.Conn, p plan) bool {
-	tables, err := c.ListTablesOfFamily(m.table.Family)
+	exists, objects, err := m.tableUse(c)
 	if err != nil {
 		return false
-	}
-	exists, objects := false, uint32(0)
-	for _, t := range tables {
-		if t.Name == m.table.Name {
-			exists, objects = true, t.Use
-		}
 	}
 	if !exists || p.empty() {
 		return !exists && p.empty()
 	}
 	// The kernel counts the chains and sets a table holds: ours has one
 	// chain and four sets; more means someone added objects to our table.
-	// (google/nftables v0.3.0 decodes the count in host byte order, not
-	// network order: accept either.)
-	if objects != 5 && objects != bits.ReverseBytes32(5) {
+	if !useIs(objects, 5) {
 		return false
 	}
 	rules, err := c.GetRules(m.table, &nft.Chain{Name: ChainPostrouting, Table: m.table})
