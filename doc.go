@@ -15,13 +15,22 @@
 //     drift; GC removes attachments that are no longer live. Fabric turns a
 //     cluster topology into node routes (host-gw) or a VXLAN overlay, and
 //     hands egress masquerade rules to a Masquerader.
+//   - service: the service proxy. Service and EndpointSlice model, endpoint
+//     selection (traffic policies, topology hints, terminating fallback),
+//     a Proxier with change tracking and a bounded-frequency sync loop that
+//     hands a Dataplane the node's whole desired State; /healthz, health
+//     check node ports, stale UDP conntrack cleanup, Prometheus metrics.
+//     service/kubeconv converts k8s.io/api objects.
 //   - driver: the vocabulary drivers share (UnsupportedError, First).
-//   - driver/netlink: implements network.LinkDriver and network.RouteDriver
-//     with vishvananda/netlink. Needs veth, bridge, VXLAN (IPv6 underlay:
-//     Linux 3.12) and IFA_F_NODAD.
-//   - driver/nftables: implements network.Masquerader with google/nftables in
-//     a table of its own (inet family nat chains: Linux 5.2).
-//   - driver/fake: in-memory implementations with Dump, for tests without root.
+//   - driver/netlink: implements network.LinkDriver, network.RouteDriver and
+//     service.Conntrack with vishvananda/netlink. Needs veth, bridge, VXLAN
+//     (IPv6 underlay: Linux 3.12), IFA_F_NODAD and conntrack over netlink.
+//   - driver/nftables: implements network.Masquerader and network.PortMapper
+//     with google/nftables, each in a table of its own (inet family nat
+//     chains: Linux 5.2).
+//   - driver/fake: in-memory implementations with Dump (and a packet tracer
+//     for services), for tests without root.
+//   - driver/drivertest: conformance suites every driver runs.
 //
 // Domain packages (network, ipam, service, policy, dns) own their types and
 // the small interfaces they consume; drivers import them, never the reverse,
