@@ -135,45 +135,38 @@ func attachment(args *skel.CmdArgs, cfg *config) network.Attachment {
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	cfg, err := parseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	if args.Netns == "" {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for ADD", "")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	p, err := open(cfg)
-	if err != nil {
-		return toCNI(err)
-	}
-	defer p.close()
-	att := attachment(args, cfg)
-	res, err := p.pods.Attach(ctx, att)
-	if err != nil {
-		return toCNI(err)
-	}
-	maps, err := portMappings(cfg, res)
-	if err == nil {
-		err = p.syncPorts(ctx, att.Key().Owner(), maps)
-	}
-	if err == nil {
-		err = p.syncMasquerade(ctx)
-	}
-	if err != nil {
-		// Nothing half-applied: undo the attachment and its ports.
-		rerr := errors.Join(p.syncPorts(ctx, att.Key().Owner(), nil), p.pods.Detach(ctx, att))
-		if rerr != nil {
-			err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+	needNetNS := func(*config) error {
+		if args.Netns == "" {
+			return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for ADD", "")
 		}
-		return toCNI(err)
+		return nil
 	}
-	result, err := buildResult(cfg, res)
-	if err != nil {
-		return toCNI(err)
-	}
-	return types.PrintResult(result, cfg.raw.CNIVersion)
+	return run(args, needNetNS, func(ctx context.Context, p *plugin) error {
+		att := attachment(args, p.cfg)
+		res, err := p.pods.Attach(ctx, att)
+		if err != nil {
+			return err
+		}
+		maps, err := portMappings(p.cfg, res)
+		if err == nil {
+			err = p.syncPorts(ctx, att.Key().Owner(), maps)
+		}
+		if err == nil {
+			err = p.syncMasquerade(ctx)
+		}
+		if err != nil {
+			// Nothing half-applied: undo the attachment and its ports.
+			if rerr := errors.Join(p.syncPorts(ctx, att.Key().Owner(), nil), p.pods.Detach(ctx, att)); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+			}
+			return err
+		}
+		result, err := buildResult(p.cfg, res)
+		if err != nil {
+			return err
+		}
+		return types.PrintResult(result, p.cfg.raw.CNIVersion)
+	})
 }
 
 // portMappings turns the runtime's portMappings into mappings to the pod's
@@ -248,9 +241,32 @@ func ipNet(p netip.Prefix) *net.IPNet {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
+	return run(args, nil, func(ctx context.Context, p *plugin) error {
+		att := attachment(args, p.cfg)
+		// Ports first: they point at the pod's address, which Detach frees.
+		if err := p.syncPorts(ctx, att.Key().Owner(), nil); err != nil {
+			return err
+		}
+		if err := p.pods.Detach(ctx, att); err != nil {
+			return err
+		}
+		startReaper(p.cfg.dataDir)
+		return nil
+	})
+}
+
+// run parses the configuration, checks it with check (when set), opens
+// the plugin and calls fn with a bounded context. Every error leaves as a
+// CNI error object.
+func run(args *skel.CmdArgs, check func(*config) error, fn func(ctx context.Context, p *plugin) error) error {
 	cfg, err := parseConfig(args.StdinData)
 	if err != nil {
 		return toCNI(err)
+	}
+	if check != nil {
+		if err := check(cfg); err != nil {
+			return toCNI(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -259,16 +275,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return toCNI(err)
 	}
 	defer p.close()
-	att := attachment(args, cfg)
-	// Ports first: they point at the pod's address, which Detach frees.
-	if err := p.syncPorts(ctx, att.Key().Owner(), nil); err != nil {
-		return toCNI(err)
-	}
-	if err := p.pods.Detach(ctx, att); err != nil {
-		return toCNI(err)
-	}
-	startReaper(cfg.dataDir)
-	return nil
+	return toCNI(fn(ctx, p))
 }
 
 // envReap makes the binary run as the reaper instead of a CNI plugin.
@@ -338,90 +345,72 @@ func reapMain(dataDir string) int {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	cfg, err := parseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	if cfg.raw.PrevResult == nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs prevResult (the result of ADD)", "")
-	}
-	if args.Netns == "" {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for CHECK", "")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	p, err := open(cfg)
-	if err != nil {
-		return toCNI(err)
-	}
-	defer p.close()
-	att := attachment(args, cfg)
-	if err := p.pods.Check(ctx, att); err != nil {
-		return toCNI(err)
-	}
-	// The result the runtime holds must name the addresses the pod has.
-	prev, err := current.NewResultFromResult(cfg.raw.PrevResult)
-	if err != nil {
-		return types.NewError(types.ErrDecodingFailure, "prevResult: "+err.Error(), "")
-	}
-	allocs, err := p.alloc.Lookup(ctx, att.Key().Owner())
-	if err != nil {
-		return toCNI(err)
-	}
-	var have []netip.Addr
-	for _, ip := range prev.IPs {
-		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
-			have = append(have, a.Unmap())
+	check := func(cfg *config) error {
+		if cfg.raw.PrevResult == nil {
+			return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs prevResult (the result of ADD)", "")
 		}
-	}
-	for _, al := range allocs {
-		if !slices.Contains(have, al.Address.Addr()) {
-			return types.NewError(errDrift, "attachment drifted",
-				fmt.Sprintf("the pod holds %s but prevResult lists %v", al.Address.Addr(), have))
+		if args.Netns == "" {
+			return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for CHECK", "")
 		}
+		return nil
 	}
-	return nil
+	return run(args, check, func(ctx context.Context, p *plugin) error {
+		att := attachment(args, p.cfg)
+		if err := p.pods.Check(ctx, att); err != nil {
+			return err
+		}
+		// The result the runtime holds must name the addresses the pod has.
+		prev, err := current.NewResultFromResult(p.cfg.raw.PrevResult)
+		if err != nil {
+			return types.NewError(types.ErrDecodingFailure, "prevResult: "+err.Error(), "")
+		}
+		allocs, err := p.alloc.Lookup(ctx, att.Key().Owner())
+		if err != nil {
+			return err
+		}
+		var have []netip.Addr
+		for _, ip := range prev.IPs {
+			if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+				have = append(have, a.Unmap())
+			}
+		}
+		for _, al := range allocs {
+			if !slices.Contains(have, al.Address.Addr()) {
+				return types.NewError(errDrift, "attachment drifted",
+					fmt.Sprintf("the pod holds %s but prevResult lists %v", al.Address.Addr(), have))
+			}
+		}
+		return nil
+	})
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	cfg, err := parseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	p, err := open(cfg)
-	if err != nil {
-		return toCNI(err)
-	}
-	defer p.close()
-	valid := map[network.PodKey]bool{}
-	for _, a := range cfg.raw.ValidAttachments {
-		valid[network.PodKey{ContainerID: a.ContainerID, IfName: a.IfName}] = true
-	}
-	keep := func(k network.PodKey) bool { return valid[k] }
-	_, gcErr := p.pods.GC(ctx, keep)
-	// Port mappings of attachments that are not valid any more.
-	pm, err := nftdrv.NewPortMap(p.nftOptions("hostports"))
-	if err != nil {
-		return toCNI(errors.Join(gcErr, err))
-	}
-	defer pm.Close()
-	owners, err := pm.PortMappingOwners(ctx)
-	if err != nil {
-		return toCNI(errors.Join(gcErr, err))
-	}
-	var errs []error
-	for _, o := range owners {
-		k, ok := network.ParseOwner(o)
-		if ok && keep(k) {
-			continue
+	return run(args, nil, func(ctx context.Context, p *plugin) error {
+		valid := map[network.PodKey]bool{}
+		for _, a := range p.cfg.raw.ValidAttachments {
+			valid[network.PodKey{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 		}
-		if err := pm.SyncPortMappings(ctx, o, nil); err != nil {
-			errs = append(errs, err)
+		keep := func(k network.PodKey) bool { return valid[k] }
+		_, gcErr := p.pods.GC(ctx, keep)
+		// Port mappings of attachments that are not valid any more.
+		pm, err := nftdrv.NewPortMap(p.nftOptions("hostports"))
+		if err != nil {
+			return errors.Join(gcErr, err)
 		}
-	}
-	return toCNI(errors.Join(append(errs, gcErr)...))
+		defer pm.Close()
+		owners, err := pm.PortMappingOwners(ctx)
+		if err != nil {
+			return errors.Join(gcErr, err)
+		}
+		errs := []error{gcErr}
+		for _, o := range owners {
+			if k, ok := network.ParseOwner(o); ok && keep(k) {
+				continue
+			}
+			errs = append(errs, pm.SyncPortMappings(ctx, o, nil))
+		}
+		return errors.Join(errs...)
+	})
 }
 
 func cmdStatus(args *skel.CmdArgs) error {
