@@ -257,15 +257,7 @@ func (p *svcPool) next(t *Txn, cur netip.Addr, hasCur bool) (netip.Addr, bool) {
 // Release frees every cluster IP of owner; releasing an owner holding
 // nothing returns nil.
 func (a *ClusterIPAllocator) Release(ctx context.Context, owner string) error {
-	if err := validateOwner("owner", owner); err != nil {
-		return err
-	}
-	return a.store.Transact(ctx, a.space, func(t *Txn) error {
-		for _, k := range t.KeysOf(owner) {
-			t.Delete(k)
-		}
-		return nil
-	})
+	return releaseOwner(ctx, a.store, a.space, "owner", owner)
 }
 
 // Lookup returns owner's cluster IPs in configured-family order, or an error
@@ -298,10 +290,5 @@ func (a *ClusterIPAllocator) Lookup(ctx context.Context, owner string) ([]netip.
 
 // Owners returns every owner holding a cluster IP, sorted.
 func (a *ClusterIPAllocator) Owners(ctx context.Context) ([]string, error) {
-	var out []string
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = t.Owners()
-		return nil
-	})
-	return out, err
+	return ownersOf(ctx, a.store, a.space)
 }

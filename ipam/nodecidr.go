@@ -276,15 +276,7 @@ func nextFreeCIDR(t *Txn, set []*cidrPool, cur netip.Prefix, hasCur bool) (netip
 // Release frees every CIDR of node; releasing a node without CIDRs returns
 // nil.
 func (a *NodeCIDRAllocator) Release(ctx context.Context, node string) error {
-	if err := validateOwner("node", node); err != nil {
-		return err
-	}
-	return a.store.Transact(ctx, a.space, func(t *Txn) error {
-		for _, k := range t.KeysOf(node) {
-			t.Delete(k)
-		}
-		return nil
-	})
+	return releaseOwner(ctx, a.store, a.space, "node", node)
 }
 
 // Lookup returns the CIDRs node holds, IPv4 first, or an error wrapping
@@ -319,10 +311,5 @@ func (a *NodeCIDRAllocator) Lookup(ctx context.Context, node string) ([]netip.Pr
 
 // Nodes returns every node holding a CIDR, sorted.
 func (a *NodeCIDRAllocator) Nodes(ctx context.Context) ([]string, error) {
-	var out []string
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = t.Owners()
-		return nil
-	})
-	return out, err
+	return ownersOf(ctx, a.store, a.space)
 }

@@ -207,15 +207,7 @@ func (a *NodePortAllocator) ReleasePort(ctx context.Context, port int) error {
 // Release frees every port of owner; releasing an owner holding nothing
 // returns nil.
 func (a *NodePortAllocator) Release(ctx context.Context, owner string) error {
-	if err := validateOwner("owner", owner); err != nil {
-		return err
-	}
-	return a.store.Transact(ctx, a.space, func(t *Txn) error {
-		for _, k := range t.KeysOf(owner) {
-			t.Delete(k)
-		}
-		return nil
-	})
+	return releaseOwner(ctx, a.store, a.space, "owner", owner)
 }
 
 // Ports returns the ports owner holds inside the range, ascending, or an

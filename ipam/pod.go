@@ -390,15 +390,7 @@ func nextFree(t *Txn, set []*podRange, cur netip.Addr, hasCur bool) (netip.Addr,
 // Release frees every address of owner. It is idempotent: releasing an
 // owner that holds nothing returns nil.
 func (a *PodAllocator) Release(ctx context.Context, owner string) error {
-	if err := validateOwner("owner", owner); err != nil {
-		return err
-	}
-	return a.store.Transact(ctx, a.space, func(t *Txn) error {
-		for _, k := range t.KeysOf(owner) {
-			t.Delete(k)
-		}
-		return nil
-	})
+	return releaseOwner(ctx, a.store, a.space, "owner", owner)
 }
 
 // Lookup returns the addresses owner holds in the configured ranges, IPv4
@@ -434,12 +426,7 @@ func (a *PodAllocator) Lookup(ctx context.Context, owner string) ([]Allocation, 
 
 // Owners returns every owner holding an address, sorted.
 func (a *PodAllocator) Owners(ctx context.Context) ([]string, error) {
-	var out []string
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = t.Owners()
-		return nil
-	})
-	return out, err
+	return ownersOf(ctx, a.store, a.space)
 }
 
 // GC releases every owner for which keep returns false and returns them,

@@ -288,6 +288,19 @@ func (d *Driver) TeardownPod(ctx context.Context, key network.PodKey, hostIfName
 	case !isNotFound(err):
 		return fmt.Errorf("netlink: %s: %w", hostIfName, err)
 	}
+	return d.withOwnPodLink(netnsPath, key, 0, func(podNL *vnl.Handle, pod vnl.Link) error {
+		if err := podNL.LinkDel(pod); err != nil && !isNotFound(err) {
+			return fmt.Errorf("netlink: delete pod %s: %w", key.IfName, err)
+		}
+		return nil
+	})
+}
+
+// withOwnPodLink calls fn with the pod-side link of key in the namespace at
+// netnsPath: the peer with index parentIndex when it is ours, else the link
+// named key.IfName when it is ours. A missing namespace or link, or one
+// that is not ours, is nothing to do.
+func (d *Driver) withOwnPodLink(netnsPath string, key network.PodKey, parentIndex int, fn func(*vnl.Handle, vnl.Link) error) error {
 	if netnsPath == "" {
 		return nil
 	}
@@ -300,19 +313,21 @@ func (d *Driver) TeardownPod(ctx context.Context, key network.PodKey, hostIfName
 	}
 	defer podNS.Close()
 	defer podNL.Close()
-	pod, err := podNL.LinkByName(key.IfName)
+	alias := d.aliasOf(key)
+	var pod vnl.Link
+	if parentIndex > 0 {
+		pod, err = podNL.LinkByIndex(parentIndex)
+	}
+	if parentIndex == 0 || err != nil || pod.Attrs().Alias != alias {
+		pod, err = podNL.LinkByName(key.IfName)
+	}
+	if isNotFound(err) || (err == nil && pod.Attrs().Alias != alias) {
+		return nil
+	}
 	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
 		return fmt.Errorf("netlink: pod %s: %w", key.IfName, err)
 	}
-	if pod.Attrs().Alias == alias {
-		if err := podNL.LinkDel(pod); err != nil && !isNotFound(err) {
-			return fmt.Errorf("netlink: delete pod %s: %w", key.IfName, err)
-		}
-	}
-	return nil
+	return fn(podNL, pod)
 }
 
 // Pods implements network.LinkDriver: every host veth with the owner alias.

@@ -53,38 +53,18 @@ func (d *Driver) retireSteps(host vnl.Link, key network.PodKey, netnsPath string
 	if err := d.nl.LinkSetName(host, name); err != nil {
 		return fmt.Errorf("netlink: retire %s: rename: %w", host.Attrs().Name, err)
 	}
-	if netnsPath == "" {
-		return nil
-	}
-	podNS, podNL, err := openPod(netnsPath)
-	if err != nil {
-		if goneNetNS(err) {
-			return nil
+	return d.withOwnPodLink(netnsPath, key, host.Attrs().ParentIndex, func(podNL *vnl.Handle, pod vnl.Link) error {
+		if err := podNL.LinkSetDown(pod); err != nil {
+			return fmt.Errorf("netlink: retire pod %s: down: %w", key.IfName, err)
 		}
-		return fmt.Errorf("netlink: pod netns: %w", err)
-	}
-	defer podNS.Close()
-	defer podNL.Close()
-	pod, err := podNL.LinkByIndex(host.Attrs().ParentIndex)
-	if err != nil || pod.Attrs().Alias != d.aliasOf(key) {
-		pod, err = podNL.LinkByName(key.IfName)
-	}
-	if isNotFound(err) {
+		if err := podNL.LinkSetAlias(pod, retiredAlias+key.String()); err != nil {
+			return fmt.Errorf("netlink: retire pod %s: alias: %w", key.IfName, err)
+		}
+		if err := podNL.LinkSetName(pod, name); err != nil {
+			return fmt.Errorf("netlink: retire pod %s: rename: %w", key.IfName, err)
+		}
 		return nil
-	}
-	if err != nil || pod.Attrs().Alias != d.aliasOf(key) {
-		return nil // nothing of ours in the pod
-	}
-	if err := podNL.LinkSetDown(pod); err != nil {
-		return fmt.Errorf("netlink: retire pod %s: down: %w", key.IfName, err)
-	}
-	if err := podNL.LinkSetAlias(pod, retiredAlias+key.String()); err != nil {
-		return fmt.Errorf("netlink: retire pod %s: alias: %w", key.IfName, err)
-	}
-	if err := podNL.LinkSetName(pod, name); err != nil {
-		return fmt.Errorf("netlink: retire pod %s: rename: %w", key.IfName, err)
-	}
-	return nil
+	})
 }
 
 // retireOnce retires host; if an earlier retirement of the same attachment
