@@ -31,8 +31,9 @@ type SlicePort struct {
 }
 
 // Endpoint is one endpoint of a slice. The conditions are the effective
-// ones: Kubernetes defines a nil ready as true, a nil serving as equal to
-// ready, and a nil terminating as false; converters apply that.
+// ones: discovery/v1 defines a nil ready, a nil serving and a nil
+// terminating as true, true and false (kube-proxy reads them so);
+// converters apply that.
 type Endpoint struct {
 	// Addresses: the proxy uses the first, as Kubernetes does.
 	Addresses   []netip.Addr
