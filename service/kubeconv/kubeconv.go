@@ -379,6 +379,13 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 		Name:    es.Name,
 		Service: service.Name{Namespace: es.Namespace, Name: svcName},
 	}
+	// The slice controller stamps when the change it reflects happened; a
+	// missing or malformed stamp only loses the latency metric.
+	if ts, ok := es.Annotations[v1.EndpointsLastChangeTriggerTime]; ok {
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			out.TriggerTime = t
+		}
+	}
 
 	for i, p := range es.Ports {
 		f := fmt.Sprintf("ports[%d]", i)

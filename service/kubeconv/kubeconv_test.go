@@ -898,3 +898,22 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestEndpointSliceTriggerTime(t *testing.T) {
+	es := &discoveryv1.EndpointSlice{}
+	es.Name, es.Namespace = "web-abc", "default"
+	es.AddressType = discoveryv1.AddressTypeIPv4
+	es.Labels = map[string]string{discoveryv1.LabelServiceName: "web"}
+	es.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-11-25T15:00:00.5Z"}
+	got, err := EndpointSlice(es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 11, 25, 15, 0, 0, 5e8, time.UTC); !got.TriggerTime.Equal(want) {
+		t.Fatalf("TriggerTime = %v, want %v", got.TriggerTime, want)
+	}
+	es.Annotations[v1.EndpointsLastChangeTriggerTime] = "yesterday"
+	if got, err := EndpointSlice(es); err != nil || !got.TriggerTime.IsZero() {
+		t.Fatalf("malformed stamp: %v, %v", got.TriggerTime, err)
+	}
+}
