@@ -2,8 +2,10 @@
 // netlink (github.com/google/nftables); it never runs the nft binary.
 //
 // It implements egress masquerade (Masquerade implements
-// network.Masquerader) and host ports (PortMap implements
-// network.PortMapper).
+// network.Masquerader), host ports (PortMap implements
+// network.PortMapper) and the service proxy (ServiceProxy implements
+// service.Dataplane, modelled on kube-proxy's nftables mode; see
+// service.go for its ruleset).
 //
 // # Table ownership
 //
