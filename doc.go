@@ -25,9 +25,9 @@
 //   - driver/netlink: implements network.LinkDriver, network.RouteDriver and
 //     service.Conntrack with vishvananda/netlink. Needs veth, bridge, VXLAN
 //     (IPv6 underlay: Linux 3.12), IFA_F_NODAD and conntrack over netlink.
-//   - driver/nftables: implements network.Masquerader and network.PortMapper
-//     with google/nftables, each in a table of its own (inet family nat
-//     chains: Linux 5.2).
+//   - driver/nftables: implements network.Masquerader, network.PortMapper and
+//     service.Dataplane with google/nftables, each in a table of its own
+//     (inet family nat chains: Linux 5.2).
 //   - driver/fake: in-memory implementations with Dump (and a packet tracer
 //     for services), for tests without root.
 //   - driver/drivertest: conformance suites every driver runs.
