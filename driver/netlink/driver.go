@@ -103,15 +103,7 @@ func New(opts Options) (*Driver, error) {
 	if err := probecache.Do(opts.ProbeCacheDir, "netlink-v1", probe); err != nil {
 		return nil, err
 	}
-	var (
-		ns  *netns.NetNS
-		err error
-	)
-	if opts.NetNS == "" {
-		ns, err = netns.Current()
-	} else {
-		ns, err = netns.Open(opts.NetNS)
-	}
+	ns, err := netns.OpenOrCurrent(opts.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}

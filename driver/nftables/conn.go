@@ -68,15 +68,7 @@ func (tc *tableConn) open(opts Options, probeName string, probe func() error) er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var (
-		ns  *netns.NetNS
-		err error
-	)
-	if opts.NetNS == "" {
-		ns, err = netns.Current()
-	} else {
-		ns, err = netns.Open(opts.NetNS)
-	}
+	ns, err := netns.OpenOrCurrent(opts.NetNS)
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}

@@ -52,6 +52,15 @@ func Open(path string) (*NetNS, error) {
 	return &NetNS{file: f, path: path}, nil
 }
 
+// OpenOrCurrent opens the namespace at path, or the calling thread's when
+// path is empty: the rule every driver's Options.NetNS follows.
+func OpenOrCurrent(path string) (*NetNS, error) {
+	if path == "" {
+		return Current()
+	}
+	return Open(path)
+}
+
 // Current opens the network namespace of the calling OS thread.
 func Current() (*NetNS, error) {
 	// The thread must not change between reading its id and opening the file.
