@@ -173,13 +173,7 @@ func (s *FileStore) space(name string) (*fileSpace, error) {
 
 // Transact implements Store.
 func (s *FileStore) Transact(ctx context.Context, space string, fn func(txn *Txn) error) error {
-	if fn == nil {
-		return cfgErr("fn", "", "must not be nil")
-	}
-	if err := validateSpace("space", space); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := checkTransact(ctx, space, fn); err != nil {
 		return err
 	}
 	sp, err := s.space(space)

@@ -308,13 +308,7 @@ func NewMemoryStore() *MemoryStore {
 
 // Transact implements Store.
 func (m *MemoryStore) Transact(ctx context.Context, space string, fn func(txn *Txn) error) error {
-	if fn == nil {
-		return cfgErr("fn", "", "must not be nil")
-	}
-	if err := validateSpace("space", space); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := checkTransact(ctx, space, fn); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -349,4 +343,15 @@ func (m *MemoryStore) Close() error {
 	m.closed = true
 	m.spaces = nil
 	return nil
+}
+
+// checkTransact validates the arguments every Store's Transact takes.
+func checkTransact(ctx context.Context, space string, fn func(*Txn) error) error {
+	if fn == nil {
+		return cfgErr("fn", "", "must not be nil")
+	}
+	if err := validateSpace("space", space); err != nil {
+		return err
+	}
+	return ctx.Err()
 }

@@ -169,9 +169,7 @@ func testMissingNetNS(t *testing.T, env LinkEnv) {
 	ctx := context.Background()
 	d := env.Driver
 	ss, _ := specs(t, env, network.ModeRouted, 1)
-	s := ss[0]
-	s.PodKey = network.PodKey{ContainerID: "gone", IfName: "eth0"}
-	s.HostIfName = s.PodKey.HostIfName("kw")
+	s := otherKey(ss[0], "gone")
 	path := env.NewNetNS(t)
 	env.RemoveNetNS(t, path)
 	s.NetNS = path
@@ -189,9 +187,7 @@ func testForeignInterface(t *testing.T, env LinkEnv) {
 	ss, _ := specs(t, env, network.ModeRouted, 1)
 	// Another attachment that wants the same interface name in the same
 	// namespace must fail and leave the first intact.
-	s := ss[0]
-	s.PodKey = network.PodKey{ContainerID: "intruder", IfName: "eth0"}
-	s.HostIfName = s.PodKey.HostIfName("kw")
+	s := otherKey(ss[0], "intruder")
 	_, err := d.SetupPod(ctx, s)
 	if err == nil {
 		t.Fatal("SetupPod over another attachment's interface succeeded")
@@ -203,4 +199,12 @@ func testForeignInterface(t *testing.T, env LinkEnv) {
 	if got := keys(t, d); len(got) != 1 {
 		t.Fatalf("Pods = %q, want only the first attachment", got)
 	}
+}
+
+// otherKey is spec for another container's eth0 (same namespace and
+// addresses).
+func otherKey(spec network.PodSpec, containerID string) network.PodSpec {
+	spec.PodKey = network.PodKey{ContainerID: containerID, IfName: "eth0"}
+	spec.HostIfName = spec.PodKey.HostIfName("kw")
+	return spec
 }
