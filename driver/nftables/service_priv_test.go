@@ -597,13 +597,21 @@ func BenchmarkServiceSync(b *testing.B) {
 			}
 		})
 	}
+	for _, n := range []int{1000, 10000} {
+		benchIncremental(b, n)
+	}
+}
+
+// benchIncremental measures one-service changes with n services present.
+func benchIncremental(b *testing.B, n int) {
+	ctx := context.Background()
 	sb := sandbox.New(b)
 	s := newSvcProxy(b, sb.Namespace("node"), "kwbench")
-	base := benchPorts(10000, 10)
+	base := benchPorts(n, 10)
 	if err := s.Sync(ctx, &service.State{Ports: base}, service.Hint{Full: true}); err != nil {
 		b.Fatal(err)
 	}
-	b.Run("add-one-with-10000", func(b *testing.B) {
+	b.Run(fmt.Sprintf("add-one-with-%d", n), func(b *testing.B) {
 		extra := clusterPort(pname("bench", "zzz-extra", ""), addrs("10.96.250.1"), tgt("10.244.250.1", 80))
 		with := &service.State{Ports: append(append([]service.PortState(nil), base...), extra)}
 		without := &service.State{Ports: base}
@@ -617,12 +625,12 @@ func BenchmarkServiceSync(b *testing.B) {
 			}
 		}
 	})
-	b.Run("change-endpoint-with-10000", func(b *testing.B) {
+	b.Run(fmt.Sprintf("change-endpoint-with-%d", n), func(b *testing.B) {
 		changed := append([]service.PortState(nil), base...)
-		p := changed[5000]
+		p := changed[n/2]
 		p.InternalEndpoints = append(append([]service.Target(nil), p.InternalEndpoints[:9]...), tgt("10.244.251.1", 80))
 		p.ExternalEndpoints, p.ClusterEndpoints = p.InternalEndpoints, p.InternalEndpoints
-		changed[5000] = p
+		changed[n/2] = p
 		for i := 0; b.Loop(); i++ {
 			st := &service.State{Ports: changed}
 			if i%2 == 1 {
