@@ -83,6 +83,24 @@ type podRange struct {
 	capacity    u128
 }
 
+// DefaultPodSpace is the store space of a PodAllocator whose Config.Space
+// is empty.
+const DefaultPodSpace = "pods"
+
+// ReleasePodOwner frees owner's addresses in space ("" means
+// DefaultPodSpace) without knowing the allocator's ranges: for tearing
+// pods down when a node's ranges are gone (a node reset, a lost range
+// file). Releasing an owner holding nothing is not an error.
+func ReleasePodOwner(ctx context.Context, s Store, space, owner string) error {
+	if space == "" {
+		space = DefaultPodSpace
+	}
+	if err := validateSpace("space", space); err != nil {
+		return err
+	}
+	return releaseOwner(ctx, s, space, "owner", owner)
+}
+
 // NewPodAllocator validates cfg and returns an allocator. It does no I/O.
 func NewPodAllocator(cfg PodAllocatorConfig) (*PodAllocator, error) {
 	if cfg.Store == nil {
@@ -90,7 +108,7 @@ func NewPodAllocator(cfg PodAllocatorConfig) (*PodAllocator, error) {
 	}
 	space := cfg.Space
 	if space == "" {
-		space = "pods"
+		space = DefaultPodSpace
 	}
 	if err := validateSpace("Space", space); err != nil {
 		return nil, err

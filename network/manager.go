@@ -85,7 +85,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("network: Config.Bridge %q: %w", cfg.Bridge, err)
 	}
 	if cfg.LinkPrefix == "" {
-		cfg.LinkPrefix = "kw"
+		cfg.LinkPrefix = DefaultLinkPrefix
 	}
 	if len(cfg.LinkPrefix) > 5 || checkIfName(cfg.LinkPrefix) != nil {
 		return nil, fmt.Errorf("network: Config.LinkPrefix %q: want 1-5 characters valid in an interface name", cfg.LinkPrefix)

@@ -64,6 +64,10 @@ var (
 	RoutedGatewayIPv6 = netip.MustParseAddr("fe80::1")
 )
 
+// DefaultLinkPrefix starts host-side interface names when Config.LinkPrefix
+// is empty.
+const DefaultLinkPrefix = "kw"
+
 // HostVethMAC is the MAC address of every host-side veth in routed mode.
 // Each veth is its own L2 segment, so they can share it (as Calico does);
 // pods' static gateway neighbour entries point at it.

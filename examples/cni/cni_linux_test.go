@@ -480,3 +480,33 @@ func TestChainWithReferencePlugins(t *testing.T) {
 	}
 	e.assertClean()
 }
+
+// TestDelAfterRangeFileLost: the node range file disappears (node reset)
+// before the runtime deletes its pods; DEL still removes the link and
+// releases the address.
+func TestDelAfterRangeFileLost(t *testing.T) {
+	rangeFile := filepath.Join(t.TempDir(), "podcidr.json")
+	if err := os.WriteFile(rangeFile, []byte(`{"podCIDRs": ["10.244.1.0/24"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newCNIEnv(t, map[string]any{"podCIDRs": nil, "podCIDRFile": rangeFile})
+	p := e.add("pod", nil)
+	if err := os.Remove(rangeFile); err != nil {
+		t.Fatal(err)
+	}
+	// ADD without the ranges fails clearly ...
+	other := e.sb.Namespace("other")
+	_, err := e.cni.AddNetworkList(context.Background(), e.list, e.rt(other))
+	var ce *types.Error
+	if !errors.As(err, &ce) || ce.Code != types.ErrIOFailure || !strings.Contains(ce.Msg, rangeFile) {
+		t.Fatalf("ADD without the range file = %v, want code 5 naming it", err)
+	}
+	// ... but DEL works.
+	if err := e.del(p); err != nil {
+		t.Fatalf("DEL without the range file: %v", err)
+	}
+	if err := os.WriteFile(rangeFile, []byte(`{"podCIDRs": ["10.244.1.0/24"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.assertClean()
+}

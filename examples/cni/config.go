@@ -76,6 +76,9 @@ type config struct {
 	requested    []netip.Addr
 	portMaps     []PortMapEntry
 	dataDir      string
+	// rangesUnknown: the node range file is gone (DEL only; see
+	// parseConfigForDel).
+	rangesUnknown bool
 }
 
 // errConfig is a configuration error that becomes CNI error code 7 (or 6
@@ -93,7 +96,14 @@ func configErr(format string, args ...any) error {
 
 // parseConfig decodes and validates stdin. It reads the node range file if
 // the configuration names one.
-func parseConfig(stdin []byte) (*config, error) {
+func parseConfig(stdin []byte) (*config, error) { return parseConfigOpts(stdin, false) }
+
+// parseConfigForDel is parseConfig for DEL: a node range file that cannot
+// be read is tolerated (rangesUnknown), so pods can still be torn down
+// after a node lost its ranges.
+func parseConfigForDel(stdin []byte) (*config, error) { return parseConfigOpts(stdin, true) }
+
+func parseConfigOpts(stdin []byte, tolerateMissingRanges bool) (*config, error) {
 	var nc NetConf
 	dec := json.NewDecoder(bytes.NewReader(stdin))
 	if err := dec.Decode(&nc); err != nil {
@@ -132,10 +142,14 @@ func parseConfig(stdin []byte) (*config, error) {
 	if nc.PodCIDRFile != "" {
 		var err error
 		if cidrs, err = readCIDRFile(nc.PodCIDRFile); err != nil {
-			return nil, err
+			var ce *errConfig
+			if !tolerateMissingRanges || !errors.As(err, &ce) || ce.code != types.ErrIOFailure {
+				return nil, err
+			}
+			c.rangesUnknown = true
 		}
 	}
-	if len(cidrs) == 0 {
+	if len(cidrs) == 0 && !c.rangesUnknown {
 		return nil, configErr(`network configuration: "podCIDRs" or "podCIDRFile" is required`)
 	}
 	var err error

@@ -241,6 +241,9 @@ func ipNet(p netip.Prefix) *net.IPNet {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
+	if cfg, err := parseConfigForDel(args.StdinData); err == nil && cfg.rangesUnknown {
+		return toCNI(delWithoutRanges(args, cfg))
+	}
 	return run(args, nil, func(ctx context.Context, p *plugin) error {
 		att := attachment(args, p.cfg)
 		// Ports first: they point at the pod's address, which Detach frees.
@@ -253,6 +256,41 @@ func cmdDel(args *skel.CmdArgs) error {
 		startReaper(p.cfg.dataDir)
 		return nil
 	})
+}
+
+// delWithoutRanges tears an attachment down when the node's pod ranges are
+// no longer known (the range file is gone): the links go as usual and the
+// addresses are released by owner, which needs no ranges.
+func delWithoutRanges(args *skel.CmdArgs, cfg *config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	store, err := ipam.NewFileStore(filepath.Join(cfg.dataDir, "ipam"), ipam.FileStoreOptions{})
+	if err != nil {
+		return &errConfig{code: types.ErrIOFailure, msg: fmt.Sprintf("dataDir %s: %v", cfg.dataDir, err)}
+	}
+	defer store.Close()
+	links, err := netlinkdrv.New(netlinkdrv.Options{LinkPrefix: cfg.raw.LinkPrefix, ProbeCacheDir: cfg.dataDir, DeferDelete: true})
+	if err != nil {
+		return err
+	}
+	defer links.Close()
+	p := &plugin{cfg: cfg}
+	key := attachment(args, cfg).Key()
+	if err := p.syncPorts(ctx, key.Owner(), nil); err != nil {
+		return err
+	}
+	prefix := cfg.raw.LinkPrefix
+	if prefix == "" {
+		prefix = network.DefaultLinkPrefix
+	}
+	if err := links.TeardownPod(ctx, key, key.HostIfName(prefix), args.Netns); err != nil {
+		return err
+	}
+	if err := ipam.ReleasePodOwner(ctx, store, "", key.Owner()); err != nil {
+		return err
+	}
+	startReaper(cfg.dataDir)
+	return nil
 }
 
 // run parses the configuration, checks it with check (when set), opens
