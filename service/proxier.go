@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -59,6 +60,8 @@ type Proxier struct {
 	slices   map[Name]map[string]*EndpointSlice
 	dirty    map[Name]bool
 	ports    map[PortName]PortState // last built
+	bySvc    map[Name][]PortName    // the keys of ports, per service
+	sorted   []PortState            // ports in State order
 	needFull bool
 	lastFull time.Time
 	stale    []UDPFlowSet // conntrack sets of syncs that failed
@@ -90,6 +93,7 @@ func NewProxier(cfg Config) (*Proxier, error) {
 		slices:   map[Name]map[string]*EndpointSlice{},
 		dirty:    map[Name]bool{},
 		ports:    map[PortName]PortState{},
+		bySvc:    map[Name][]PortName{},
 		needFull: true,
 	}
 	var err error
@@ -230,6 +234,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	}
 	for name := range p.dirty {
 		seen := map[PortName]bool{}
+		var kept []PortName
 		if s, ok := p.services[name]; ok {
 			var sl []*EndpointSlice
 			for _, es := range p.slices[name] {
@@ -238,6 +243,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			for _, port := range s.Ports {
 				pn := PortName{Service: name, Port: port.Name, Protocol: port.Protocol}
 				seen[pn] = true
+				kept = append(kept, pn)
 				ps := BuildPort(s, port, Backends(sl, pn), p.node)
 				if old, ok := p.ports[pn]; !ok || !old.Equal(&ps) {
 					if ok {
@@ -250,19 +256,22 @@ func (p *Proxier) Sync(ctx context.Context) error {
 				}
 			}
 		}
-		for pn := range p.ports {
-			if pn.Service == name && !seen[pn] {
+		for _, pn := range p.bySvc[name] {
+			if !seen[pn] {
 				old := p.ports[pn]
 				note(&old, nil)
 				delete(p.ports, pn)
 				changed = append(changed, pn)
 			}
 		}
+		if len(kept) == 0 {
+			delete(p.bySvc, name)
+		} else {
+			p.bySvc[name] = kept
+		}
 	}
-	st := &State{Ports: make([]PortState, 0, len(p.ports))}
-	for _, ps := range p.ports {
-		st.Ports = append(st.Ports, ps)
-	}
+	p.updateSorted(changed)
+	st := &State{Ports: slices.Clone(p.sorted)}
 	p.dirty = map[Name]bool{}
 	pending := p.pending
 	p.pending = 0
@@ -270,7 +279,6 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.triggers = nil
 	p.mu.Unlock()
 
-	SortPorts(st.Ports)
 	start := time.Now()
 	err := p.cfg.Dataplane.Sync(ctx, st, Hint{Full: full, Changed: changed})
 	p.mu.Lock()
@@ -335,4 +343,30 @@ func (p *Proxier) healthChecks() (map[Name]uint16, map[Name]int) {
 		counts[pn.Service] = max(counts[pn.Service], local)
 	}
 	return ports, counts
+}
+
+// updateSorted brings p.sorted in line with p.ports after the given
+// changes: in place for a few (binary search), by a fresh sort for many.
+// Called with p.mu held.
+func (p *Proxier) updateSorted(changed []PortName) {
+	if len(changed) > len(p.sorted)/8 {
+		p.sorted = p.sorted[:0]
+		for _, ps := range p.ports {
+			p.sorted = append(p.sorted, ps)
+		}
+		SortPorts(p.sorted)
+		return
+	}
+	for _, pn := range changed {
+		i, found := slices.BinarySearchFunc(p.sorted, pn, func(ps PortState, pn PortName) int { return ComparePortNames(ps.Name, pn) })
+		ps, live := p.ports[pn]
+		switch {
+		case live && found:
+			p.sorted[i] = ps
+		case live:
+			p.sorted = slices.Insert(p.sorted, i, ps)
+		case found:
+			p.sorted = slices.Delete(p.sorted, i, i+1)
+		}
+	}
 }

@@ -139,9 +139,25 @@ func BuildPort(s *Service, p Port, backends []Backend, node NodeInfo) PortState 
 	return ps
 }
 
-// SortPorts sorts port states by name, as State requires.
+// SortPorts sorts port states by name (namespace, service, port name,
+// protocol), as State requires.
 func SortPorts(ps []PortState) {
-	slices.SortFunc(ps, func(a, b PortState) int { return strings.Compare(a.Name.String(), b.Name.String()) })
+	slices.SortFunc(ps, func(a, b PortState) int { return ComparePortNames(a.Name, b.Name) })
+}
+
+// ComparePortNames orders port names by namespace, service name, port name
+// and protocol, without allocating.
+func ComparePortNames(a, b PortName) int {
+	if c := strings.Compare(a.Service.Namespace, b.Service.Namespace); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Service.Name, b.Service.Name); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Port, b.Port); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.Protocol), string(b.Protocol))
 }
 
 // UDPFlowSet names UDP conntrack entries that may be stale after a sync:
