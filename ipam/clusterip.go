@@ -263,13 +263,8 @@ func (a *ClusterIPAllocator) Release(ctx context.Context, owner string) error {
 // Lookup returns owner's cluster IPs in configured-family order, or an error
 // wrapping ErrNotFound.
 func (a *ClusterIPAllocator) Lookup(ctx context.Context, owner string) ([]netip.Addr, error) {
-	if err := validateOwner("owner", owner); err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = out[:0]
-		keys := t.KeysOf(owner)
+	return lookupOwned(ctx, a.store, a.space, "owner", owner, "cluster IP", func(keys []string) []netip.Addr {
+		var out []netip.Addr
 		for _, fam := range a.fams {
 			for _, k := range keys {
 				if ad, err := netip.ParseAddr(k); err == nil && FamilyOf(ad) == fam && a.pools[fam].contains(ad) {
@@ -277,15 +272,8 @@ func (a *ClusterIPAllocator) Lookup(ctx context.Context, owner string) ([]netip.
 				}
 			}
 		}
-		return nil
+		return out
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, errorf(ErrNotFound, "owner %q holds no cluster IP", owner)
-	}
-	return out, nil
 }
 
 // Owners returns every owner holding a cluster IP, sorted.

@@ -282,13 +282,8 @@ func (a *NodeCIDRAllocator) Release(ctx context.Context, node string) error {
 // Lookup returns the CIDRs node holds, IPv4 first, or an error wrapping
 // ErrNotFound.
 func (a *NodeCIDRAllocator) Lookup(ctx context.Context, node string) ([]netip.Prefix, error) {
-	if err := validateOwner("node", node); err != nil {
-		return nil, err
-	}
-	var out []netip.Prefix
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = out[:0]
-		keys := t.KeysOf(node)
+	return lookupOwned(ctx, a.store, a.space, "node", node, "CIDR", func(keys []string) []netip.Prefix {
+		var out []netip.Prefix
 		for fi := range a.fams {
 			for _, k := range keys {
 				if p, err := netip.ParsePrefix(k); err == nil {
@@ -298,15 +293,8 @@ func (a *NodeCIDRAllocator) Lookup(ctx context.Context, node string) ([]netip.Pr
 				}
 			}
 		}
-		return nil
+		return out
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, errorf(ErrNotFound, "node %q holds no CIDR", node)
-	}
-	return out, nil
 }
 
 // Nodes returns every node holding a CIDR, sorted.

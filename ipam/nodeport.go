@@ -213,25 +213,14 @@ func (a *NodePortAllocator) Release(ctx context.Context, owner string) error {
 // Ports returns the ports owner holds inside the range, ascending, or an
 // error wrapping ErrNotFound.
 func (a *NodePortAllocator) Ports(ctx context.Context, owner string) ([]int, error) {
-	if err := validateOwner("owner", owner); err != nil {
-		return nil, err
-	}
-	var out []int
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = out[:0]
-		for _, k := range t.KeysOf(owner) {
+	return lookupOwned(ctx, a.store, a.space, "owner", owner, "node port", func(keys []string) []int {
+		var out []int
+		for _, k := range keys {
 			if p, err := strconv.Atoi(k); err == nil && a.rng.Contains(p) {
 				out = append(out, p)
 			}
 		}
-		return nil
+		sort.Ints(out)
+		return out
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, errorf(ErrNotFound, "owner %q holds no node port", owner)
-	}
-	sort.Ints(out)
-	return out, nil
 }

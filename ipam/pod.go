@@ -414,32 +414,19 @@ func (a *PodAllocator) Release(ctx context.Context, owner string) error {
 // Lookup returns the addresses owner holds in the configured ranges, IPv4
 // first, or an error wrapping ErrNotFound.
 func (a *PodAllocator) Lookup(ctx context.Context, owner string) ([]Allocation, error) {
-	if err := validateOwner("owner", owner); err != nil {
-		return nil, err
-	}
-	var out []Allocation
-	err := a.store.Transact(ctx, a.space, func(t *Txn) error {
-		out = out[:0]
+	return lookupOwned(ctx, a.store, a.space, "owner", owner, "address", func(keys []string) []Allocation {
+		var out []Allocation
 		for fi := range a.fams {
-			for _, k := range t.KeysOf(owner) {
-				ad, err := netip.ParseAddr(k)
-				if err != nil {
-					continue
-				}
-				if r := findRange(a.sets[fi], ad); r != nil {
-					out = append(out, r.alloc(ad))
+			for _, k := range keys {
+				if ad, err := netip.ParseAddr(k); err == nil {
+					if r := findRange(a.sets[fi], ad); r != nil {
+						out = append(out, r.alloc(ad))
+					}
 				}
 			}
 		}
-		return nil
+		return out
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, errorf(ErrNotFound, "owner %q holds no address", owner)
-	}
-	return out, nil
 }
 
 // Owners returns every owner holding an address, sorted.
