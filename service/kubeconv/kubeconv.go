@@ -150,12 +150,9 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 
 	// Cluster IPs: at most one per family, primary first.
 	if len(svc.Spec.ClusterIPs) == 0 {
-		ip, ok := parseIP(svc.Spec.ClusterIP)
-		if !ok {
-			return nil, fail("spec.clusterIP", svc.Spec.ClusterIP, "not an IP address")
-		}
-		if ip.IsUnspecified() {
-			return nil, fail("spec.clusterIP", svc.Spec.ClusterIP, "not a unicast address")
+		ip, why := parseUnicast(svc.Spec.ClusterIP)
+		if why != "" {
+			return nil, fail("spec.clusterIP", svc.Spec.ClusterIP, why)
 		}
 		out.ClusterIPs = []netip.Addr{ip}
 	} else {
@@ -164,12 +161,9 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 		}
 		for i, s := range svc.Spec.ClusterIPs {
 			f := fmt.Sprintf("spec.clusterIPs[%d]", i)
-			ip, ok := parseIP(s)
-			if !ok {
-				return nil, fail(f, s, "not an IP address")
-			}
-			if ip.IsUnspecified() {
-				return nil, fail(f, s, "not a unicast address")
+			ip, why := parseUnicast(s)
+			if why != "" {
+				return nil, fail(f, s, why)
 			}
 			if i == 1 && ip.Is4() == out.ClusterIPs[0].Is4() {
 				return nil, fail(f, s, "same IP family as spec.clusterIPs[0]")
@@ -228,12 +222,9 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 	// External IPs.
 	for i, s := range svc.Spec.ExternalIPs {
 		f := fmt.Sprintf("spec.externalIPs[%d]", i)
-		ip, ok := parseIP(s)
-		if !ok {
-			return nil, fail(f, s, "not an IP address")
-		}
-		if ip.IsUnspecified() {
-			return nil, fail(f, s, "not a unicast address")
+		ip, why := parseUnicast(s)
+		if why != "" {
+			return nil, fail(f, s, why)
 		}
 		out.ExternalIPs = append(out.ExternalIPs, ip)
 	}
@@ -245,12 +236,9 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 			continue
 		}
 		f := fmt.Sprintf("status.loadBalancer.ingress[%d]", i)
-		ip, ok := parseIP(in.IP)
-		if !ok {
-			return nil, fail(f+".ip", in.IP, "not an IP address")
-		}
-		if ip.IsUnspecified() {
-			return nil, fail(f+".ip", in.IP, "not a unicast address")
+		ip, why := parseUnicast(in.IP)
+		if why != "" {
+			return nil, fail(f+".ip", in.IP, why)
 		}
 		lb := service.LBIngress{IP: ip, Mode: service.IPModeVIP}
 		if in.IPMode != nil {
@@ -457,6 +445,19 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 		return nil, fmt.Errorf("kubeconv: %w", err)
 	}
 	return out, nil
+}
+
+// parseUnicast parses an address a service or endpoint may use, returning
+// why it cannot ("" when it can).
+func parseUnicast(s string) (netip.Addr, string) {
+	ip, ok := parseIP(s)
+	switch {
+	case !ok:
+		return netip.Addr{}, "not an IP address"
+	case ip.IsUnspecified():
+		return netip.Addr{}, "not a unicast address"
+	}
+	return ip, ""
 }
 
 // parseIP parses an IP address as kube-proxy's ParseIPSloppy does: IPv4
