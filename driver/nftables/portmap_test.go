@@ -454,15 +454,7 @@ func TestPortMapPrivileged(t *testing.T) {
 		if err := p.SyncPortMappings(ctx, "ctr-a/eth0", ownerAMaps); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Cleanup(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if slices.Contains(tableNames(t, nodeConn), "inet "+table) {
-			t.Errorf("table still listed after Cleanup")
-		}
-		if err := p.Cleanup(ctx); err != nil {
-			t.Errorf("second Cleanup: %v", err)
-		}
+		cleanupTwice(t, p, nodeConn, table)
 		notReach(t, tp.client, target2("tcp", ap(pmNode4, 8080)))
 		owners(t, p)
 		checkOther(t)
