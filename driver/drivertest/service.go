@@ -107,7 +107,7 @@ func buildState(e ServiceEnv, mut func(*service.Service), eps ...netip.Addr) *se
 	return &service.State{Ports: []service.PortState{ps}}
 }
 
-func sync(t *testing.T, e ServiceEnv, st *service.State) {
+func apply(t *testing.T, e ServiceEnv, st *service.State) {
 	t.Helper()
 	if err := e.Dataplane.Sync(context.Background(), st, service.Hint{Full: true}); err != nil {
 		t.Fatalf("Sync: %v", err)
@@ -116,7 +116,7 @@ func sync(t *testing.T, e ServiceEnv, st *service.State) {
 
 func testBalances(t *testing.T, e ServiceEnv) {
 	eps := append(append([]netip.Addr{}, e.LocalEndpoints[:2]...), e.RemoteEndpoints[0])
-	sync(t, e, buildState(e, nil, eps...))
+	apply(t, e, buildState(e, nil, eps...))
 	seen := map[netip.Addr]int{}
 	for i := 0; i < 60; i++ {
 		o := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort))
@@ -139,7 +139,7 @@ func testBalances(t *testing.T, e ServiceEnv) {
 }
 
 func testRefused(t *testing.T, e ServiceEnv) {
-	sync(t, e, buildState(e, nil))
+	apply(t, e, buildState(e, nil))
 	start := time.Now()
 	o := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort))
 	if !o.Refused || o.Backend.IsValid() {
@@ -152,12 +152,12 @@ func testRefused(t *testing.T, e ServiceEnv) {
 
 func testInternalLocal(t *testing.T, e ServiceEnv) {
 	local := func(s *service.Service) { s.InternalTrafficPolicy = service.PolicyLocal }
-	sync(t, e, buildState(e, local, e.RemoteEndpoints[0]))
+	apply(t, e, buildState(e, local, e.RemoteEndpoints[0]))
 	o := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort))
 	if o.Refused || o.Backend.IsValid() {
 		t.Fatalf("iTP Local without a local endpoint = %+v, want dropped", o)
 	}
-	sync(t, e, buildState(e, local, e.RemoteEndpoints[0], e.LocalEndpoints[1]))
+	apply(t, e, buildState(e, local, e.RemoteEndpoints[0], e.LocalEndpoints[1]))
 	for i := 0; i < 10; i++ {
 		if o := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort)); o.Backend.Addr() != e.LocalEndpoints[1] {
 			t.Fatalf("iTP Local reached %+v, want only the local %s", o, e.LocalEndpoints[1])
@@ -170,7 +170,7 @@ func testExternalLocal(t *testing.T, e ServiceEnv) {
 		s.Ports[0].NodePort = nodePort
 		s.ExternalTrafficPolicy = service.PolicyLocal
 	}, e.LocalEndpoints[1], e.RemoteEndpoints[0])
-	sync(t, e, st)
+	apply(t, e, st)
 	for i := 0; i < 10; i++ {
 		o := e.Connect(t, FromOutside, service.TCP, netip.AddrPortFrom(e.NodeIPs[0], nodePort))
 		if o.Backend.Addr() != e.LocalEndpoints[1] || o.Source != e.Addr(FromOutside) {
@@ -178,7 +178,7 @@ func testExternalLocal(t *testing.T, e ServiceEnv) {
 		}
 	}
 	// eTP Cluster: external traffic is masqueraded (the endpoint sees the node).
-	sync(t, e, buildState(e, func(s *service.Service) { s.Ports[0].NodePort = nodePort }, e.RemoteEndpoints[0]))
+	apply(t, e, buildState(e, func(s *service.Service) { s.Ports[0].NodePort = nodePort }, e.RemoteEndpoints[0]))
 	o := e.Connect(t, FromOutside, service.TCP, netip.AddrPortFrom(e.NodeIPs[0], nodePort))
 	if !o.Backend.IsValid() || o.Source == e.Addr(FromOutside) {
 		t.Fatalf("eTP Cluster from outside = %+v, want masqueraded", o)
@@ -186,7 +186,7 @@ func testExternalLocal(t *testing.T, e ServiceEnv) {
 }
 
 func testNodePort(t *testing.T, e ServiceEnv) {
-	sync(t, e, buildState(e, func(s *service.Service) {
+	apply(t, e, buildState(e, func(s *service.Service) {
 		s.Ports[0].NodePort = nodePort
 		s.ExternalIPs = []netip.Addr{externalIP}
 	}, e.LocalEndpoints[0]))
@@ -198,7 +198,7 @@ func testNodePort(t *testing.T, e ServiceEnv) {
 }
 
 func testHairpin(t *testing.T, e ServiceEnv) {
-	sync(t, e, buildState(e, nil, e.LocalEndpoints[0]))
+	apply(t, e, buildState(e, nil, e.LocalEndpoints[0]))
 	o := e.Connect(t, FromEndpoint, service.TCP, netip.AddrPortFrom(clusterIP, svcPort))
 	if o.Backend.Addr() != e.LocalEndpoints[0] {
 		t.Fatalf("hairpin = %+v, want the pod to reach itself", o)
@@ -206,7 +206,7 @@ func testHairpin(t *testing.T, e ServiceEnv) {
 }
 
 func testAffinity(t *testing.T, e ServiceEnv) {
-	sync(t, e, buildState(e, func(s *service.Service) { s.AffinityTimeout = time.Hour }, e.LocalEndpoints[0], e.LocalEndpoints[1], e.RemoteEndpoints[0]))
+	apply(t, e, buildState(e, func(s *service.Service) { s.AffinityTimeout = time.Hour }, e.LocalEndpoints[0], e.LocalEndpoints[1], e.RemoteEndpoints[0]))
 	first := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort))
 	for i := 0; i < 20; i++ {
 		if o := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort)); o.Backend != first.Backend {
@@ -216,8 +216,8 @@ func testAffinity(t *testing.T, e ServiceEnv) {
 }
 
 func testRemoval(t *testing.T, e ServiceEnv) {
-	sync(t, e, buildState(e, nil, e.LocalEndpoints[0]))
-	sync(t, e, &service.State{})
+	apply(t, e, buildState(e, nil, e.LocalEndpoints[0]))
+	apply(t, e, &service.State{})
 	o := e.Connect(t, FromPod, service.TCP, netip.AddrPortFrom(clusterIP, svcPort))
 	if o.Backend.IsValid() {
 		t.Fatalf("removed service still answers: %+v", o)

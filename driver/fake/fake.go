@@ -70,7 +70,6 @@ func (f *Links) AddNetNS(path string) { f.mu.Lock(); f.netns[path] = true; f.mu.
 func (f *Links) RemoveNetNS(path string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.netns, path)
 	f.netns[path] = false
 	for name, p := range f.pods {
 		if p.NetNS == path {

@@ -220,8 +220,6 @@ func family(a netip.Addr) int {
 // detection (the addresses come from IPAM, so they are unique).
 const ifaNoDAD = 0x02
 
-func defaultRoute(p netip.Prefix) bool { return p.Bits() == 0 }
-
 // openPod opens a pod namespace and a netlink handle in it. A missing
 // namespace gives an error matching os.ErrNotExist.
 func openPod(path string) (*netns.NetNS, *vnl.Handle, error) {

@@ -262,13 +262,13 @@ func validName(name string) error {
 	return nil
 }
 
-var runDirOnce sync.Mutex
+var runDirMu sync.Mutex
 
 // ensureRunDir makes RunDir a shared mount point, as iproute2 does, so that
 // namespaces bound there stay visible to other mount namespaces.
 func ensureRunDir() error {
-	runDirOnce.Lock()
-	defer runDirOnce.Unlock()
+	runDirMu.Lock()
+	defer runDirMu.Unlock()
 	if err := os.MkdirAll(RunDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", RunDir, err)
 	}
