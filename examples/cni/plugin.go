@@ -329,6 +329,13 @@ func startReaper(dataDir string) {
 	if err != nil {
 		return
 	}
+	// DEL creates the lock file, so the detached reaper never creates
+	// files: it must not race whoever removes the data directory.
+	f, err := os.OpenFile(filepath.Join(dataDir, reapLock), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return
+	}
+	f.Close()
 	cmd := exec.Command(self)
 	cmd.Env = []string{envReap + "=" + dataDir}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -336,6 +343,9 @@ func startReaper(dataDir string) {
 		_ = cmd.Process.Release()
 	}
 }
+
+// reapLock is the reapers' lock file in the data directory.
+const reapLock = "reap.lock"
 
 // reapWindow is how long a reaper waits for more DELs to retire links, so
 // one kernel unregister (one RCU barrier) serves many pods.
@@ -353,9 +363,9 @@ func reapMain(dataDir string) int {
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	lockPath := filepath.Join(dataDir, "reap.lock")
+	lockPath := filepath.Join(dataDir, reapLock)
 	for {
-		f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+		f, err := os.OpenFile(lockPath, os.O_RDWR, 0)
 		if err != nil {
 			return 1
 		}

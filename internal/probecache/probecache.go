@@ -23,7 +23,8 @@ var (
 )
 
 // Do runs probe unless a success for name is remembered in this process or,
-// when dir is not empty, in dir for the running kernel and boot.
+// when dir is not empty, in dir for the running kernel and boot. dir must
+// exist for a success to be remembered there.
 func Do(dir, name string, probe func() error) error {
 	mu.Lock()
 	ok := seen[name]
@@ -44,11 +45,10 @@ func Do(dir, name string, probe func() error) error {
 	remember(name)
 	if file != "" {
 		// Best effort: a cache that cannot be written only costs a probe.
-		if err := os.MkdirAll(dir, 0o755); err == nil {
-			tmp := file + ".tmp"
-			if os.WriteFile(tmp, []byte(stamp), 0o644) == nil {
-				_ = os.Rename(tmp, file)
-			}
+		// The directory belongs to the caller: it is never created here.
+		tmp := file + ".tmp"
+		if os.WriteFile(tmp, []byte(stamp), 0o644) == nil {
+			_ = os.Rename(tmp, file)
 		}
 	}
 	return nil
