@@ -280,7 +280,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Unlock()
 
 	start := time.Now()
-	err := p.cfg.Dataplane.Sync(ctx, st, Hint{Full: full, Changed: changed})
+	err := p.cfg.Dataplane.Sync(ctx, st, Hint{Full: full, Changed: changed, Exact: true})
 	p.mu.Lock()
 	p.cfg.Metrics.observeSync(full, time.Since(start), err, st, p.pending, triggers, time.Now())
 	if err != nil {

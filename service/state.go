@@ -85,6 +85,11 @@ type Hint struct {
 	Full bool
 	// Changed lists the ports added, changed or removed.
 	Changed []PortName
+	// Exact promises that Changed lists every port that differs from the
+	// State of the last successful Sync (the Proxier's hints do): a driver
+	// may then look at those ports only, and its cost no longer grows with
+	// the number of services. Without it a driver compares the whole State.
+	Exact bool
 }
 
 // Dataplane programs the service proxy into the kernel. Implementations:

@@ -181,6 +181,9 @@ func elementStrings(s *nft.Set, els []nft.SetElement) []string {
 	}
 	for _, e := range els {
 		item := typedString(s.KeyType, e.Key)
+		if len(e.KeyEnd) > 0 && string(e.KeyEnd) != string(e.Key) {
+			item += "-" + typedString(s.KeyType, e.KeyEnd)
+		}
 		if s.IsMap {
 			item += " : " + dataString(s, e)
 		}
@@ -315,6 +318,10 @@ func fieldString(typ string, b []byte) string {
 		if len(b) == 4 {
 			return strconv.FormatUint(uint64(binary.BigEndian.Uint32(b)), 10)
 		}
+	case nft.TypeMark.Name:
+		if len(b) == 4 {
+			return strconv.FormatUint(uint64(binaryutil.NativeEndian.Uint32(b)), 10)
+		}
 	}
 	return fmt.Sprintf("0x%x", b)
 }
@@ -374,7 +381,11 @@ func ruleStringAnon(r *nft.Rule, anon map[string]string) string {
 			if e.Type != unix.NFT_NG_RANDOM {
 				kind = "inc"
 			}
-			regs.load(e.Register, fmt.Sprintf("numgen %s mod %d", kind, e.Modulus), 4)
+			name := fmt.Sprintf("numgen %s mod %d", kind, e.Modulus)
+			if e.Offset != 0 {
+				name += fmt.Sprintf(" offset %d", e.Offset)
+			}
+			regs.load(e.Register, name, 4)
 		case *expr.Dynset:
 			op := "add"
 			if e.Operation == unix.NFT_DYNSET_OP_UPDATE {

@@ -25,9 +25,10 @@ type ServiceProxy struct {
 	cfg svcConfig
 
 	// Guarded by tableConn.mu (only touched inside withConn).
-	prev      map[service.PortName]*service.PortState // last committed; nil: next sync is full
-	objects   int                                     // chains and sets the table should count
-	fullSyncs int                                     // full rebuilds done, for tests
+	committed *svcCommitted // after the last sync; nil: next sync is full
+	objects   int           // chains and sets the table should count
+	postRules int           // rules of nat-postrouting
+	fullSyncs int           // full rebuilds done, for tests
 }
 
 var _ service.Dataplane = (*ServiceProxy)(nil)
@@ -43,85 +44,94 @@ func NewService(opts ServiceOptions) (*ServiceProxy, error) {
 		return nil, err
 	}
 	s := &ServiceProxy{cfg: cfg}
-	if err := s.open(opts.Options, "service-v1", svcProbe.check); err != nil {
+	if err := s.open(opts.Options, "service-v2", svcProbe.check); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// Sync makes the table serve exactly st, in one netlink transaction. The
-// last committed State is kept: unless hint.Full is set, the previous sync
-// failed, or the table was deleted, flushed or added to from outside, only
-// the chains, sets and map elements of the service ports that changed are
-// written. Otherwise the table is deleted and rebuilt within the batch.
-// An invalid State is refused (errors.Is(err, ErrInvalid)) before anything
-// is sent.
+// Sync makes the table serve exactly st, in one netlink transaction. What
+// the last sync committed is kept: unless hint.Full is set, the previous
+// sync failed, or the table was deleted, flushed or added to from outside,
+// only the elements (and, for ports with session affinity, the chains) of
+// the service ports that changed are written. Otherwise the table is
+// deleted and rebuilt within the batch. With hint.Exact only the ports in
+// hint.Changed are looked at (and validated), so a small change costs the
+// same with 10 services or 10,000. An invalid State is refused
+// (errors.Is(err, ErrInvalid)) before anything is sent.
 func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service.Hint) error {
-	if err := validateState(st); err != nil {
-		return err
-	}
 	var (
 		full bool
-		plan svcPlan
+		plan *svcPlan
 	)
 	err := s.withConn(ctx, func(c *nft.Conn) error {
-		full = hint.Full || s.prev == nil || !s.intact(c)
-		if full {
-			s.prev = nil // a failure below leaves the next sync full
-			plan = s.cfg.planFull(st)
-		} else {
-			plan = s.cfg.planSync(s.prev, st)
-			if plan.empty() {
-				return nil
-			}
-		}
-		q := svcQueue{c: c, table: s.table, nextID: firstDynamicSetID}
-		if full {
-			s.removeTable(c)
-			if err := q.skeleton(&s.cfg); err != nil {
+		full = hint.Full || s.committed == nil || !s.intact(c)
+		if full || !hint.Exact {
+			if err := validateState(st); err != nil {
 				return err
 			}
 		}
-		if err := q.plan(&plan); err != nil {
+		cm := s.committed
+		s.committed = nil // a failure below leaves the next sync full
+		if full {
+			cm = newCommitted()
+			plan = s.cfg.planSync(cm, st)
+		} else if hint.Exact {
+			var err error
+			if plan, err = s.cfg.planChanged(cm, st, hint.Changed); err != nil {
+				s.committed = cm // nothing was changed
+				return err
+			}
+		} else {
+			plan = s.cfg.planSync(cm, st)
+		}
+		if !full && plan.empty() {
+			s.committed = cm
+			return nil
+		}
+		q := svcQueue{c: c, table: s.table, nextID: firstDynamicSetID, cfg: &s.cfg, sets: map[setRef]*nft.Set{}}
+		if full {
+			s.removeTable(c)
+			if err := q.skeleton(); err != nil {
+				return err
+			}
+		}
+		if err := q.plan(plan); err != nil {
 			return err
 		}
-		if err := s.growBuffers(q.msgs*1024 + 1<<20); err != nil {
+		if err := s.growBuffers(q.msgs*1024 + q.elemBytes + 1<<20); err != nil {
 			return err
 		}
 		if err := c.Flush(); err != nil {
-			s.prev = nil
 			return err
 		}
 		if full {
-			s.objects = q.skeletonObjects
+			s.objects, s.postRules = q.skeletonObjects, q.postRules
 			s.fullSyncs++
 		}
 		s.objects += plan.objDelta
-		s.prev = make(map[service.PortName]*service.PortState, len(st.Ports))
-		for i := range st.Ports {
-			s.prev[st.Ports[i].Name] = clonePort(&st.Ports[i])
-		}
+		s.committed = cm
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("nftables: sync services in table inet %s: %w", s.table.Name, err)
 	}
 	s.log.DebugContext(ctx, "services synced", "ports", len(st.Ports), "full", full,
-		"chainsAdded", len(plan.addChains), "chainsRewritten", len(plan.flush), "chainsDeleted", len(plan.delChains),
-		"elementsAdded", len(plan.addElems), "elementsDeleted", len(plan.delElems))
+		"elementsAdded", len(plan.addElems), "elementsDeleted", len(plan.delElems),
+		"chainsAdded", len(plan.addChains), "chainsRewritten", len(plan.flush), "chainsDeleted", len(plan.delChains))
 	return nil
 }
 
 // intact reports whether the table still holds what the last sync left:
 // it exists, counts the objects we made, and its rules were not flushed
-// (nat-postrouting still has its rule). Any error means "rebuild".
+// (nat-postrouting still has its rules). Any error means "rebuild".
 func (s *ServiceProxy) intact(c *nft.Conn) bool {
 	exists, use, err := s.tableUse(c)
 	if err != nil || !exists || !useIs(use, uint32(s.objects)) {
 		return false
 	}
 	rules, err := c.GetRules(s.table, &nft.Chain{Name: SvcChainNatPostrouting, Table: s.table})
-	return err == nil && len(rules) == 1
+	return err == nil && len(rules) == s.postRules
 }
 
 func clonePort(p *service.PortState) *service.PortState {
@@ -142,7 +152,7 @@ func (s *ServiceProxy) Cleanup(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	s.prev = nil
+	s.committed = nil
 	s.mu.Unlock()
 	return nil
 }
@@ -152,9 +162,13 @@ func (s *ServiceProxy) Cleanup(ctx context.Context) error {
 type svcQueue struct {
 	c               *nft.Conn
 	table           *nft.Table
+	cfg             *svcConfig
+	sets            map[setRef]*nft.Set // queued in this batch or looked up
 	nextID          uint32
 	msgs            int
+	elemBytes       int // an estimate of the bytes of the elements queued
 	skeletonObjects int
+	postRules       int
 }
 
 func (q *svcQueue) chain(name string) *nft.Chain { return &nft.Chain{Name: name, Table: q.table} }
@@ -173,50 +187,69 @@ func (q *svcQueue) addSet(s *nft.Set, els []nft.SetElement) error {
 	return q.c.AddSet(s, els)
 }
 
-var (
-	svcKeyV4    = nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService)
-	svcKeyV6    = nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService)
-	svcKeyPorts = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService)
+// set returns the set r (its ID that of this batch when queued here).
+func (q *svcQueue) set(r setRef) *nft.Set {
+	s, ok := q.sets[r]
+	if !ok {
+		s = q.nftSet(r)
+		q.sets[r] = s
+	}
+	return s
+}
+
+// lookup is "<registers from reg1> @r" (invert: "!= @r").
+func (q *svcQueue) lookup(r setRef, invert bool) *expr.Lookup {
+	s := q.set(r)
+	return &expr.Lookup{SourceRegister: reg1, SetName: s.Name, SetID: s.ID, Invert: invert}
+}
+
+// Names of the fixed chains.
+const (
+	svcChainServiceIPs = "service-ips"
+	svcChainNodePorts  = "nodeports"
 )
 
-func (q *svcQueue) fixedMap(kind, fam int) *nft.Set {
-	key := svcKeyPorts
-	if kind == mapServiceIPs || kind == mapNoEPIPs {
-		key = [2]nft.SetDatatype{svcKeyV4, svcKeyV6}[fam]
-	}
-	return &nft.Set{Table: q.table, Name: svcMapName(kind, fam), ID: svcMapID(kind, fam), IsMap: true,
-		Concatenation: true, KeyType: key, DataType: nft.TypeVerdict}
-}
-
-func addrType(fam int) nft.SetDatatype {
-	return [2]nft.SetDatatype{nft.TypeIPAddr, nft.TypeIP6Addr}[fam]
-}
-
-// skeleton queues the table, its fixed maps, sets, chains and rules:
+// skeleton queues the table, its fixed sets, chains and rules. For IPv4
+// (IPv6 likewise), "K" standing for "ip daddr . meta l4proto . th dport"
+// and "NK" for "meta l4proto . th dport":
 //
-//	chain nat-prerouting  { type nat hook prerouting priority dstnat; jump services }
-//	chain nat-output      { type nat hook output priority dstnat; jump services }
+//	chain nat-prerouting, nat-output { type nat hook ... priority dstnat; jump services }
 //	chain nat-postrouting { type nat hook postrouting priority srcnat;
-//		meta mark & 0x4000 != 0 meta mark set meta mark & ~0x4000 masquerade fully-random }
+//		meta mark & 0x4000 != 0 meta mark set meta mark & ~0x4000 masquerade fully-random
+//		ct status dnat ip saddr . ip daddr @hairpin-v4 masquerade fully-random }
+//	chain services {
+//		K @service-keys-v4 goto service-ips
+//		NK @nodeport-keys-v4 <node port address> goto nodeports }
+//	chain service-ips {
+//		K @firewall-v4 K . ip saddr != @firewall-allow-v4 fib saddr type != local drop
+//		K vmap @affinity-ips-v4
+//		K @mark-outside-v4 ip saddr != @cluster-cidrs-v4 meta mark set meta mark | 0x4000
+//		K @mark-v4 meta mark set meta mark | 0x4000
+//		jump local-dnat; jump dnat }
+//	chain nodeports { the same for node port keys }
+//	chain dnat { per endpoint count N in use:
+//		K @dnat-nN-v4 dnat ip to K . numgen random mod N map @backends-v4 }
+//	chain local-dnat { per N: from a cluster CIDR, or from the node (marked):
+//		... K @local-dnat-nN-v4 dnat ip to K . numgen random mod N offset 65536 map @backends-v4 }
 //	chain filter-input, filter-forward, filter-output { type filter hook ... priority -1;
 //		ct state new jump endpoints-check }
-//	chain services {
-//		meta nfproto ipv4 ip daddr . meta l4proto . th dport vmap @service-ips-v4
-//		meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service-nodeports-v4
-//		(ipv6 likewise; "ip daddr @nodeport-ips-v4" instead of fib with NodePortAddresses)
-//	}
-//	chain endpoints-check { the same lookups in @no-endpoint-services-v4 and @no-endpoint-nodeports-v4 }
+//	chain endpoints-check {
+//		K @no-endpoints-reject-v4 goto reject-chain
+//		K @no-endpoints-drop-v4 drop
+//		(node port keys likewise)
+//		ip daddr @cluster-ips-v4 goto reject-chain }
 //	chain reject-chain { meta l4proto tcp reject with tcp reset; reject }
 //
 // The filter chains run after DNAT: a new connection still addressed to a
 // service address was not DNATed, because the service has no endpoint
-// (for this traffic on this node): it is refused or dropped there.
-func (q *svcQueue) skeleton(cfg *svcConfig) error {
+// (for this traffic on this node) or the port is not a service port.
+func (q *svcQueue) skeleton() error {
+	cfg := q.cfg
 	q.c.AddTable(q.table)
 	q.msgs += 3 // the table deleted and added
 	for fam := range 2 {
-		for kind := range numSvcMaps {
-			if err := q.addSet(q.fixedMap(kind, fam), nil); err != nil {
+		for kind := range setKind(numFixedSetKinds) {
+			if err := q.addSet(q.set(setRef{kind: kind, fam: uint8(fam)}), nil); err != nil {
 				return err
 			}
 			q.skeletonObjects++
@@ -248,16 +281,19 @@ func (q *svcQueue) skeleton(cfg *svcConfig) error {
 		{Name: SvcChainFilterInput, Type: nft.ChainTypeFilter, Hooknum: nft.ChainHookInput, Priority: filterPrio},
 		{Name: SvcChainFilterForward, Type: nft.ChainTypeFilter, Hooknum: nft.ChainHookForward, Priority: filterPrio},
 		{Name: SvcChainFilterOutput, Type: nft.ChainTypeFilter, Hooknum: nft.ChainHookOutput, Priority: filterPrio},
-		{Name: SvcChainServices}, {Name: SvcChainEndpointsCheck}, {Name: SvcChainReject},
+		{Name: SvcChainServices}, {Name: svcChainServiceIPs}, {Name: svcChainNodePorts},
+		{Name: setKindNames[setLocalDNAT]}, {Name: setKindNames[setDNAT]},
+		{Name: setKindNames[setNPLocalDNAT]}, {Name: setKindNames[setNPDNAT]},
+		{Name: SvcChainEndpointsCheck}, {Name: SvcChainReject},
 	} {
 		ch.Table = q.table
 		q.c.AddChain(ch)
 		q.msgs++
 		q.skeletonObjects++
 	}
-	jump := func(to string) []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: to}} }
-	q.addRule(SvcChainNatPrerouting, jump(SvcChainServices), commentPrefix+": services")
-	q.addRule(SvcChainNatOutput, jump(SvcChainServices), commentPrefix+": services")
+	jump := func(kind expr.VerdictKind, to string) *expr.Verdict { return &expr.Verdict{Kind: kind, Chain: to} }
+	q.addRule(SvcChainNatPrerouting, []expr.Any{jump(expr.VerdictJump, SvcChainServices)}, commentPrefix+": services")
+	q.addRule(SvcChainNatOutput, []expr.Any{jump(expr.VerdictJump, SvcChainServices)}, commentPrefix+": services")
 	mark := binaryutil.NativeEndian.PutUint32(svcMasqMark)
 	q.addRule(SvcChainNatPostrouting, []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
@@ -268,27 +304,92 @@ func (q *svcQueue) skeleton(cfg *svcConfig) error {
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1, SourceRegister: true},
 		&expr.Masq{FullyRandom: true},
 	}, commentPrefix+": masquerade marked service traffic")
+	q.postRules = 1
+	for fam := range 2 {
+		f := svcFamilies[fam]
+		q.addRule(SvcChainNatPostrouting, slices.Concat(nfprotoIs(f.portFamily), ctStatusDNAT(), []expr.Any{
+			saddrLoad(f),
+			&expr.Payload{DestRegister: reg32At + f.addrLen/4, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
+			q.lookup(setRef{kind: setHairpin, fam: uint8(fam)}, false),
+			&expr.Masq{FullyRandom: true},
+		}), commentPrefix+": hairpin (a pod reaching itself through a service)")
+		q.postRules++
+	}
 	ctNew := []expr.Any{
 		&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
-		&expr.Verdict{Kind: expr.VerdictJump, Chain: SvcChainEndpointsCheck},
+		jump(expr.VerdictJump, SvcChainEndpointsCheck),
 	}
 	for _, ch := range []string{SvcChainFilterInput, SvcChainFilterForward, SvcChainFilterOutput} {
 		q.addRule(ch, ctNew, commentPrefix+": refuse or drop service traffic without endpoints")
 	}
+
+	ref := func(kind setKind, fam int) setRef { return setRef{kind: kind, fam: uint8(fam)} }
 	for fam := range 2 {
 		f := svcFamilies[fam]
-		q.addRule(SvcChainServices, q.vmapByAddr(f, q.fixedMap(mapServiceIPs, fam)), "")
-		q.addRule(SvcChainEndpointsCheck, q.vmapByAddr(f, q.fixedMap(mapNoEPIPs, fam)), "")
+		q.addRule(SvcChainServices, slices.Concat(svcKeyLoad(f), []expr.Any{q.lookup(ref(setServiceKeys, fam), false),
+			jump(expr.VerdictGoto, svcChainServiceIPs)}), "")
+	}
+	for fam := range 2 {
+		if !cfg.nodePortsOn(fam) {
+			continue
+		}
+		f := svcFamilies[fam]
+		q.addRule(SvcChainServices, slices.Concat(npKeyLoad(f), []expr.Any{q.lookup(ref(setNodePortKeys, fam), false)},
+			q.nodePortAddr(fam), []expr.Any{jump(expr.VerdictGoto, svcChainNodePorts)}), commentPrefix+": node ports "+f.name)
 	}
 	for fam := range 2 {
 		f := svcFamilies[fam]
-		if !cfg.anyNodePort && len(cfg.nodePortIPs[fam]) == 0 {
-			continue
+		fw := slices.Concat(svcKeyLoad(f), []expr.Any{q.lookup(ref(setFirewall, fam), false)}, svcKeyReload(f), []expr.Any{
+			&expr.Payload{DestRegister: reg32At + f.addrLen/4 + 2, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
+			q.lookup(ref(setFirewallAllow, fam), true),
+			&expr.Fib{Register: reg1, FlagSADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		})
+		q.addRule(svcChainServiceIPs, fw, commentPrefix+": loadBalancerSourceRanges")
+	}
+	for fam := range 2 {
+		f := svcFamilies[fam]
+		q.addRule(svcChainServiceIPs, append(svcKeyLoad(f), vmapLookup(q.set(ref(setAffinityIPs, fam)))), "")
+		q.addRule(svcChainNodePorts, append(npKeyLoad(f), vmapLookup(q.set(ref(setAffinityNP, fam)))), "")
+	}
+	for fam := range 2 {
+		f := svcFamilies[fam]
+		if len(cfg.clusterCIDRs[fam]) > 0 && !cfg.masqueradeAll {
+			q.addRule(svcChainServiceIPs, slices.Concat(nfprotoIs(f.portFamily), []expr.Any{saddrLoad(f),
+				&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam), Invert: true}},
+				svcKeyReload(f), []expr.Any{q.lookup(ref(setMarkOutside, fam), false)}, markExprs()), "")
 		}
-		q.addRule(SvcChainServices, q.vmapByPort(cfg, fam, q.fixedMap(mapNodePorts, fam)), commentPrefix+": node ports "+f.name)
-		q.addRule(SvcChainEndpointsCheck, q.vmapByPort(cfg, fam, q.fixedMap(mapNoEPNodePorts, fam)), "")
+		q.addRule(svcChainServiceIPs, slices.Concat(svcKeyLoad(f), []expr.Any{q.lookup(ref(setMark, fam), false)}, markExprs()), "")
+		q.addRule(svcChainNodePorts, slices.Concat(npKeyLoad(f), []expr.Any{q.lookup(ref(setNPMark, fam), false)}, markExprs()), "")
+	}
+	q.addRule(svcChainServiceIPs, []expr.Any{jump(expr.VerdictJump, setKindNames[setLocalDNAT])}, "")
+	q.addRule(svcChainServiceIPs, []expr.Any{jump(expr.VerdictJump, setKindNames[setDNAT])}, "")
+	q.addRule(svcChainNodePorts, []expr.Any{jump(expr.VerdictJump, setKindNames[setNPLocalDNAT])}, "")
+	q.addRule(svcChainNodePorts, []expr.Any{jump(expr.VerdictJump, setKindNames[setNPDNAT])}, "")
+
+	for fam := range 2 {
+		f := svcFamilies[fam]
+		q.addRule(SvcChainEndpointsCheck, slices.Concat(svcKeyLoad(f), []expr.Any{q.lookup(ref(setRejectIPs, fam), false),
+			jump(expr.VerdictGoto, SvcChainReject)}), "")
+		q.addRule(SvcChainEndpointsCheck, slices.Concat(svcKeyLoad(f), []expr.Any{q.lookup(ref(setDropIPs, fam), false),
+			&expr.Verdict{Kind: expr.VerdictDrop}}), "")
+		if cfg.nodePortsOn(fam) {
+			q.addRule(SvcChainEndpointsCheck, slices.Concat(npKeyLoad(f), []expr.Any{q.lookup(ref(setRejectNP, fam), false)},
+				q.nodePortAddr(fam), []expr.Any{jump(expr.VerdictGoto, SvcChainReject)}), "")
+			q.addRule(SvcChainEndpointsCheck, slices.Concat(npKeyLoad(f), []expr.Any{q.lookup(ref(setDropNP, fam), false)},
+				q.nodePortAddr(fam), []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}), "")
+		}
+	}
+	for fam := range 2 {
+		f := svcFamilies[fam]
+		q.addRule(SvcChainEndpointsCheck, slices.Concat(nfprotoIs(f.portFamily), []expr.Any{
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
+			q.lookup(ref(setClusterIPs, fam), false),
+			jump(expr.VerdictGoto, SvcChainReject),
+		}), commentPrefix+": refuse other ports of ClusterIPs")
 	}
 	q.addRule(SvcChainReject, []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
@@ -301,74 +402,94 @@ func (q *svcQueue) skeleton(cfg *svcConfig) error {
 	return nil
 }
 
-// vmapByAddr is "meta nfproto ipvX ip daddr . meta l4proto . th dport vmap @m".
-func (q *svcQueue) vmapByAddr(f svcFamily, m *nft.Set) []expr.Any {
-	return append(nfprotoIs(f.portFamily),
+func addrType(fam int) nft.SetDatatype { return typeAddrOnly[fam] }
+
+// svcKeyLoad is "meta nfproto ipvX ip daddr . meta l4proto . th dport"
+// into the registers from reg1 on.
+func svcKeyLoad(f svcFamily) []expr.Any { return append(nfprotoIs(f.portFamily), svcKeyReload(f)...) }
+
+// svcKeyReload is svcKeyLoad after the family was checked.
+func svcKeyReload(f svcFamily) []expr.Any {
+	return []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32At + f.addrLen/4},
 		&expr.Payload{DestRegister: reg32At + f.addrLen/4 + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: reg1, SetName: m.Name, SetID: m.ID, IsDestRegSet: true, DestRegister: 0},
-	)
+	}
 }
 
-// vmapByPort is "meta nfproto ipvX <node port address> meta l4proto . th
-// dport vmap @m", the address being "ip daddr != 127.0.0.0/8 fib daddr
-// type local" or "ip daddr @nodeport-ips-vX".
-func (q *svcQueue) vmapByPort(cfg *svcConfig, fam int, m *nft.Set) []expr.Any {
+// npKeyLoad is "meta nfproto ipvX meta l4proto . th dport".
+func npKeyLoad(f svcFamily) []expr.Any { return append(nfprotoIs(f.portFamily), npKeyReload()...) }
+
+func npKeyReload() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Payload{DestRegister: reg32At + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+	}
+}
+
+func vmapLookup(s *nft.Set) *expr.Lookup {
+	return &expr.Lookup{SourceRegister: reg1, SetName: s.Name, SetID: s.ID, IsDestRegSet: true, DestRegister: 0}
+}
+
+func ctStatusDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+	}
+}
+
+// nodePortAddr matches the addresses node ports answer on: "ip daddr !=
+// 127.0.0.0/8 fib daddr type local", or "ip daddr @nodeport-ips-v4" with
+// NodePortAddresses.
+func (q *svcQueue) nodePortAddr(fam int) []expr.Any {
 	f := svcFamilies[fam]
-	ex := nfprotoIs(f.portFamily)
-	ex = append(ex, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen})
-	if cfg.anyNodePort {
-		ex = append(ex,
+	ex := []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen}}
+	if q.cfg.anyNodePort {
+		return append(ex,
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: f.addrLen, Mask: f.loopMask, Xor: make([]byte, f.addrLen)},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: f.loopback},
 			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)})
-	} else {
-		ex = append(ex, &expr.Lookup{SourceRegister: reg1, SetName: nodePortIPsSet(fam), SetID: nodePortIPsSetID(fam)})
 	}
-	return append(ex,
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-		&expr.Payload{DestRegister: reg32At + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: reg1, SetName: m.Name, SetID: m.ID, IsDestRegSet: true, DestRegister: 0},
-	)
+	return append(ex, &expr.Lookup{SourceRegister: reg1, SetName: nodePortIPsSet(fam), SetID: nodePortIPsSetID(fam)})
+}
+
+// countRules are the rules of the chain of per-count sets of kind k that
+// look up set r (see skeleton).
+func (q *svcQueue) countRules(r setRef) [][]expr.Any {
+	fam := int(r.fam)
+	f := svcFamilies[fam]
+	load, backends, ordReg := svcKeyReload(f), setRef{kind: setBackends, fam: r.fam}, uint32(reg32At+f.addrLen/4+2)
+	if r.nodePortKeyed() {
+		load, backends, ordReg = npKeyReload(), setRef{kind: setNPBackends, fam: r.fam}, reg32At+2
+	}
+	var offset uint32
+	local := r.kind == setLocalDNAT || r.kind == setNPLocalDNAT
+	if local {
+		offset = localOrdinalBase
+	}
+	bm := q.set(backends)
+	dnat := slices.Concat(load, []expr.Any{
+		&expr.Numgen{Register: ordReg, Modulus: uint32(r.n), Type: unix.NFT_NG_RANDOM, Offset: offset},
+		&expr.Lookup{SourceRegister: reg1, SetName: bm.Name, SetID: bm.ID, IsDestRegSet: true, DestRegister: reg1},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.natFam, RegAddrMin: reg1, RegProtoMin: reg32At + f.addrLen/4, Specified: true},
+	})
+	match := slices.Concat(load, []expr.Any{q.lookup(r, false)})
+	if !local {
+		return [][]expr.Any{slices.Concat(nfprotoIs(f.portFamily), match, dnat)}
+	}
+	var rules [][]expr.Any
+	if len(q.cfg.clusterCIDRs[fam]) > 0 {
+		rules = append(rules, slices.Concat(nfprotoIs(f.portFamily), []expr.Any{saddrLoad(f),
+			&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam)}}, match, dnat))
+	}
+	return append(rules, slices.Concat(nfprotoIs(f.portFamily), fibSaddrLocal(), match, markExprs(), dnat))
 }
 
 // plan queues p (see svcPlan for the order).
 func (q *svcQueue) plan(p *svcPlan) error {
-	byMap := func(keys []svcElemKey, vals map[svcElemKey]svcVerdict) [numSvcMaps][2][]nft.SetElement {
-		var out [numSvcMaps][2][]nft.SetElement
-		for _, k := range keys {
-			e := nft.SetElement{Key: []byte(k.key)}
-			if vals != nil {
-				v := vals[k]
-				e.VerdictData = &expr.Verdict{Kind: v.kind, Chain: v.chain}
-			}
-			out[k.kind][k.fam] = append(out[k.kind][k.fam], e)
-		}
-		return out
-	}
-	elemOps := func(els [numSvcMaps][2][]nft.SetElement, add bool) error {
-		for kind := range numSvcMaps {
-			for fam := range 2 {
-				m := q.fixedMap(kind, fam)
-				for chunk := range slices.Chunk(els[kind][fam], maxElemsPerMsg) {
-					var err error
-					if add {
-						err = q.c.SetAddElements(m, chunk)
-					} else {
-						err = q.c.SetDeleteElements(m, chunk)
-					}
-					if err != nil {
-						return fmt.Errorf("elements of %s: %w", m.Name, err)
-					}
-					q.msgs++
-				}
-			}
-		}
-		return nil
-	}
-	if err := elemOps(byMap(p.delElems, nil), false); err != nil {
+	if err := q.elements(p.delElems, false); err != nil {
 		return err
 	}
 	for _, name := range sortedKeys(p.flushVmaps) {
@@ -385,6 +506,15 @@ func (q *svcQueue) plan(p *svcPlan) error {
 		q.c.FlushChain(q.chain(name))
 		q.msgs++
 	}
+	rewrite := make([]setKind, 0, len(p.rewrite))
+	for k := range p.rewrite {
+		rewrite = append(rewrite, k)
+	}
+	slices.Sort(rewrite)
+	for _, k := range rewrite {
+		q.c.FlushChain(q.chain(setKindNames[k]))
+		q.msgs++
+	}
 	for _, name := range p.delVmaps {
 		q.c.DelSet(q.vmapSet(name))
 		q.msgs++
@@ -397,9 +527,18 @@ func (q *svcQueue) plan(p *svcPlan) error {
 		q.c.DelSet(&nft.Set{Table: q.table, Name: s.name})
 		q.msgs++
 	}
+	for _, r := range p.delCountSets {
+		q.c.DelSet(&nft.Set{Table: q.table, Name: r.name()})
+		q.msgs++
+	}
 	for _, s := range p.addSets {
 		set := &nft.Set{Table: q.table, Name: s.name, ID: q.id(), KeyType: addrType(s.fam), HasTimeout: true, Dynamic: true}
 		if err := q.addSet(set, nil); err != nil {
+			return err
+		}
+	}
+	for _, r := range p.addCountSets {
+		if err := q.addSet(q.set(r), nil); err != nil {
 			return err
 		}
 	}
@@ -423,15 +562,57 @@ func (q *svcQueue) plan(p *svcPlan) error {
 			q.addRule(ch.name, r.exprs, "")
 		}
 	}
-	keys := make([]svcElemKey, 0, len(p.addElems))
-	for k := range p.addElems {
-		keys = append(keys, k)
+	for _, k := range rewrite {
+		for _, r := range p.rewrite[k] {
+			for _, ex := range q.countRules(r) {
+				q.addRule(setKindNames[k], ex, "")
+			}
+		}
 	}
-	slices.SortFunc(keys, compareElemKey)
-	return elemOps(byMap(keys, p.addElems), true)
+	return q.elements(p.addElems, true)
 }
 
-// vmapSet is the dispatch map of a chain, named after it.
+// elements queues the addition or deletion of els, grouped by set.
+func (q *svcQueue) elements(els []renderedElem, add bool) error {
+	bySet := map[setRef][]nft.SetElement{}
+	var refs []setRef
+	for _, e := range els {
+		if _, ok := bySet[e.ref]; !ok {
+			refs = append(refs, e.ref)
+		}
+		se := nft.SetElement{Key: []byte(e.key)}
+		q.elemBytes += 48 + len(e.key) + len(e.val) // attribute headers, key, value
+		switch {
+		case e.ref.kind == setFirewallAllow:
+			se.KeyEnd = []byte(e.val)
+		case !add:
+		case e.ref.kind == setAffinityIPs || e.ref.kind == setAffinityNP:
+			se.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.val}
+		case e.val != "":
+			se.Val = []byte(e.val)
+		}
+		bySet[e.ref] = append(bySet[e.ref], se)
+	}
+	slices.SortFunc(refs, compareSetRefs)
+	for _, r := range refs {
+		s := q.set(r)
+		for chunk := range slices.Chunk(bySet[r], maxElemsPerMsg) {
+			var err error
+			if add {
+				err = q.c.SetAddElements(s, chunk)
+			} else {
+				err = q.c.SetDeleteElements(s, chunk)
+			}
+			if err != nil {
+				return fmt.Errorf("elements of %s: %w", s.Name, err)
+			}
+			q.msgs++
+		}
+	}
+	return nil
+}
+
+// vmapSet is the dispatch map of an affinity chain, named after it.
 func (q *svcQueue) vmapSet(chain string) *nft.Set {
 	return &nft.Set{Table: q.table, Name: chain, ID: q.id(), IsMap: true, KeyType: nft.TypeInteger,
 		DataType: nft.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
@@ -462,27 +643,33 @@ func (q *svcQueue) id() uint32 {
 
 var svcProbe = &featureProbe{run: func() error { return netns.DoFresh(runSvcProbe) }}
 
-// runSvcProbe builds, step by step, the service ruleset with one service
-// of two endpoints and affinity in the current (throwaway) namespace.
+// runSvcProbe builds, step by step, the service ruleset with a service of
+// two endpoints, eTP Local, a source range and a service with affinity in
+// the current (throwaway) namespace.
 func runSvcProbe() error {
 	return runProbeSteps(func(c *nft.Conn) []probeStep {
 		cfg, _ := buildSvcConfig(ServiceOptions{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
-		q := &svcQueue{c: c, table: &nft.Table{Family: nft.TableFamilyINet, Name: "kubewire-probe"}, nextID: firstDynamicSetID}
+		q := &svcQueue{c: c, table: &nft.Table{Family: nft.TableFamilyINet, Name: "kubewire-probe"}, nextID: firstDynamicSetID,
+			cfg: &cfg, sets: map[setRef]*nft.Set{}}
 		ep := func(last byte) service.Target {
-			return service.Target{Addr: netip.AddrFrom4([4]byte{10, 244, 0, last}), Port: 80}
+			return service.Target{Addr: netip.AddrFrom4([4]byte{10, 244, 0, last}), Port: 80, Local: last == 2}
 		}
-		st := &service.State{Ports: []service.PortState{{
+		port := service.PortState{
 			Name: service.PortName{Service: service.Name{Namespace: "probe", Name: "probe"}, Protocol: service.TCP}, Protocol: service.TCP,
-			ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}, Port: 80, NodePort: 30080, AffinityTimeout: 10800e9,
+			ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}, Port: 80, NodePort: 30080,
+			LoadBalancerIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, SourceRanges: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
 			InternalEndpoints: []service.Target{ep(2), ep(3)}, ExternalEndpoints: []service.Target{ep(2)},
 			ClusterEndpoints: []service.Target{ep(2), ep(3)}, ExternalLocal: true, HasEndpoints: true,
-		}}}
-		plan := cfg.planFull(st)
+		}
+		aff := port
+		aff.Name.Service.Name, aff.ClusterIPs, aff.NodePort, aff.LoadBalancerIPs = "affinity", []netip.Addr{netip.MustParseAddr("10.96.0.2")}, 30081, nil
+		aff.AffinityTimeout = 10800e9
+		plan := cfg.planSync(newCommitted(), &service.State{Ports: []service.PortState{aff, port}})
 		return []probeStep{
-			{"nftables inet family, verdict maps with concatenated keys, nat and filter chains, fib, reject", "5.2",
-				func() error { return q.skeleton(&cfg) }},
-			{"nftables numgen, dynamic sets with timeouts, dnat in the inet family", "5.2",
-				func() error { return q.plan(&plan) }},
+			{"nftables inet family, maps with concatenated keys and data, nat and filter chains, fib, reject", "5.2",
+				func() error { return q.skeleton() }},
+			{"nftables numgen with offset, dnat from a map, concatenated ranges, dynamic sets with timeouts", "5.7",
+				func() error { return q.plan(plan) }},
 		}
 	})
 }

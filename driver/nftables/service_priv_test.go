@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -168,7 +170,7 @@ func webPort(pods ...int) service.PortState {
 	for _, i := range pods {
 		for fam := range 2 {
 			t := podTarget(i, fam)
-			t.Local = i == 0
+			t.Local = true // every pod of the topology is on the node
 			eps = append(eps, t)
 		}
 	}
@@ -511,9 +513,13 @@ func transitionStates() []*service.State {
 	itp.InternalLocal, itp.InternalEndpoints = true, nil
 	masq4 := clusterPort(pname("kube-system", "dns", "dns"), addrs("10.96.0.53"), podTarget(2, 0), podTarget(1, 0))
 	v6only := clusterPort(pname("kube-system", "v6", ""), addrs("fd00:10:96::6"), podTarget(2, 1))
+	// Another service claiming web's external IPs and port.
+	rival := webPort(2)
+	rival.Name, rival.ClusterIPs, rival.NodePort = pname("default", "rival", ""), addrs("10.96.0.20", "fd00:10:96::20"), 30090
 	return []*service.State{
 		state(web), state(web, masq4), state(aff, masq4), state(aff2), state(local, v6only), state(localNone, v6only),
 		state(fw, masq4, v6only), state(itp), state(webPort()), state(udpPort(web), web), state(), state(webPort(2), masq4),
+		state(web, rival), state(rival, masq4), state(aff, rival),
 	}
 }
 
@@ -521,6 +527,7 @@ func TestServiceTransitionsPrivileged(t *testing.T) {
 	sb := sandbox.New(t)
 	node := sb.Namespace("node")
 	s := newSvcProxy(t, node, "kwtest_transitions")
+	exact := newSvcProxy(t, sb.Namespace("exact"), "kwtest_transitions")
 	fresh := newSvcProxy(t, sb.Namespace("fresh"), "kwtest_transitions")
 	states := transitionStates()
 	order := make([]int, 0, 3*len(states))
@@ -533,39 +540,103 @@ func TestServiceTransitionsPrivileged(t *testing.T) {
 			order = append(order, i)
 		}
 	}
+	prev := &service.State{}
 	for step, i := range order {
 		mustSync(t, s, states[i], service.Hint{})
+		mustSync(t, exact, states[i], service.Hint{Changed: changedPorts(prev, states[i]), Exact: true})
 		mustSync(t, fresh, states[i], service.Hint{Full: true})
-		got, want := mustDump(t, s), mustDump(t, fresh)
-		if got != want {
-			t.Fatalf("step %d (state %d): incremental dump\n%s\nwant (full sync)\n%s", step, i, got, want)
+		prev = states[i]
+		want := mustDump(t, fresh)
+		for _, p := range []*ServiceProxy{s, exact} {
+			if got := mustDump(t, p); got != want {
+				t.Fatalf("step %d (state %d): incremental dump\n%s\nwant (full sync)\n%s", step, i, got, want)
+			}
 		}
 	}
-	if s.fullSyncs != 1 {
-		t.Errorf("%d full syncs, want only the first", s.fullSyncs)
+	if s.fullSyncs != 1 || exact.fullSyncs != 1 {
+		t.Errorf("%d and %d full syncs, want only the first", s.fullSyncs, exact.fullSyncs)
 	}
 	_ = s.Cleanup(context.Background())
 	_ = fresh.Cleanup(context.Background())
+}
+
+// changedPorts lists the ports that differ between two states, as the
+// Proxier's exact hints do.
+func changedPorts(a, b *service.State) []service.PortName {
+	byName := map[service.PortName]*service.PortState{}
+	for i := range a.Ports {
+		byName[a.Ports[i].Name] = &a.Ports[i]
+	}
+	var out []service.PortName
+	for i := range b.Ports {
+		p := &b.Ports[i]
+		if o := byName[p.Name]; o == nil || !o.Equal(p) {
+			out = append(out, p.Name)
+		}
+		delete(byName, p.Name)
+	}
+	for n := range byName {
+		out = append(out, n)
+	}
+	return out
 }
 
 // TestServiceDumpExample logs the dump of a small service (see the report
 // in the package documentation).
 func TestServiceDumpExamplePrivileged(t *testing.T) {
 	sb := sandbox.New(t)
-	s := newSvcProxy(t, sb.Namespace("node"), "kubewire-services")
+	node := sb.Namespace("node")
+	s := newSvcProxy(t, node, "kubewire-services")
 	p := clusterPort(pname("default", "web", "http"), addrs("10.96.0.10"), tgt("10.244.1.2", 8080), tgt("10.244.2.2", 8080))
 	p.NodePort, p.AffinityTimeout = 30080, 3*time.Hour
-	mustSync(t, s, state(p, clusterPort(pname("default", "empty", ""), addrs("10.96.0.11"))), service.Hint{})
+	local := tgt("fd00:10:244:1::2", 8080)
+	local.Local = true
+	api := clusterPort(pname("default", "api", ""), addrs("10.96.0.12", "fd00:10:96::12"), tgt("10.244.1.3", 8443), tgt("10.244.2.3", 8443), local)
+	api.NodePort, api.ExternalLocal, api.ExternalEndpoints = 30443, true, []service.Target{local}
+	api.LoadBalancerIPs, api.SourceRanges = addrs("198.18.100.12"), prefixes("198.51.100.0/24")
+	mustSync(t, s, state(p, api, clusterPort(pname("default", "empty", ""), addrs("10.96.0.11"))), service.Hint{})
 	d := mustDump(t, s)
 	for _, want := range []string{
 		"numgen random mod 2 vmap @svc-", "dnat ip to 10.244.1.2:8080", "update @aff-",
-		"meta mark set meta mark | 0x4000", "10.96.0.11 . tcp . 80 : goto reject-chain", "masquerade fully-random",
+		"meta mark set meta mark | 0x4000", "no-endpoints-reject-v4 { 10.96.0.11 . tcp . 80 }", "masquerade fully-random",
+		"dnat meta nfproto ipv4 ip daddr . meta l4proto . th dport @dnat-n2-v4 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @backends-v4",
+		"10.96.0.12 . tcp . 80 . 1 : 10.244.2.3 . 8443",
+		"local-dnat-n2-v4 { 198.18.100.12 . tcp . 80 }",
+		"198.18.100.12 . tcp . 80 . 65537 : 10.244.2.3 . 8443",
+		"firewall-allow-v4 { 198.18.100.12 . tcp . 80 . 198.51.100.0-198.18.100.12 . tcp . 80 . 198.51.100.255 }",
+		"hairpin-v6 { fd00:10:244:1::2 . fd00:10:244:1::2 }",
+		"nodeport-dnat-n1-v6 { tcp . 30443 }",
 	} {
 		if !strings.Contains(d, want) {
 			t.Errorf("dump lacks %q", want)
 		}
 	}
 	t.Log("\n" + d)
+
+	// What nft itself makes of the table (the binary is optional, CI
+	// installs it and sets KUBEWIRE_REQUIRE_NFT).
+	if _, err := exec.LookPath("nft"); err != nil {
+		if os.Getenv("KUBEWIRE_REQUIRE_NFT") != "" {
+			t.Fatalf("nft: %v", err)
+		}
+		t.Log("nft not installed: not checking its listing")
+	} else {
+		out, err := exec.Command("nsenter", "--net="+node.Path(), "nft", "list", "table", "inet", "kubewire-services").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list table: %v\n%s", err, out)
+		}
+		for _, want := range []string{
+			"ip daddr . meta l4proto . th dport @dnat-n2-v4 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @backends-v4",
+			"numgen random mod 2 offset 65536 map @backends-v4",
+			"ip6 daddr . meta l4proto . th dport @service-keys-v6 goto service-ips",
+			"ct status dnat ip saddr . ip daddr @hairpin-v4 masquerade fully-random",
+		} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("nft list table lacks %q", want)
+			}
+		}
+		t.Log("\n" + string(out))
+	}
 	_ = s.Cleanup(context.Background())
 }
 
@@ -620,7 +691,7 @@ func benchIncremental(b *testing.B, n int) {
 			if i%2 == 1 {
 				st = without
 			}
-			if err := s.Sync(ctx, st, service.Hint{}); err != nil {
+			if err := s.Sync(ctx, st, service.Hint{Changed: []service.PortName{extra.Name}, Exact: true}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -636,7 +707,7 @@ func benchIncremental(b *testing.B, n int) {
 			if i%2 == 1 {
 				st = &service.State{Ports: base}
 			}
-			if err := s.Sync(ctx, st, service.Hint{}); err != nil {
+			if err := s.Sync(ctx, st, service.Hint{Changed: []service.PortName{p.Name}, Exact: true}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	nft "github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -18,10 +19,10 @@ import (
 	"github.com/kubewire/kubewire/service"
 )
 
-// This file holds the pure part of the service proxy: validation, the
-// naming of per-service objects, the rendering of one service port into
-// chains, sets and map elements, and the plan of an incremental change.
-// Nothing here talks to the kernel.
+// This file holds the pure part of the service proxy: validation, naming,
+// and the rendering of one service port into set and map elements (and,
+// with session affinity, chains). service_plan.go turns renderings into
+// incremental changes. Nothing here talks to the kernel.
 
 // Names of the fixed objects of a ServiceProxy table.
 const (
@@ -43,17 +44,6 @@ const svcMasqMark = 0x4000
 // maxChainNameLen bounds the names of per-service chains and sets.
 const maxChainNameLen = 96
 
-// map kinds, per family
-const (
-	mapServiceIPs    = iota // daddr . proto . port : verdict
-	mapNodePorts            // proto . port : verdict
-	mapNoEPIPs              // daddr . proto . port : verdict (filter)
-	mapNoEPNodePorts        // proto . port : verdict (filter)
-	numSvcMaps
-)
-
-var svcMapNames = [numSvcMaps]string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"}
-
 // svcFamily holds the per-family constants of the service ruleset.
 type svcFamily struct {
 	portFamily
@@ -72,18 +62,6 @@ func famIndex(a netip.Addr) int {
 	}
 	return 1
 }
-
-func svcMapName(kind, fam int) string { return svcMapNames[kind] + "-" + svcFamilies[fam].suffix }
-
-func clusterCIDRSet(fam int) string   { return "cluster-cidrs-" + svcFamilies[fam].suffix }
-func nodePortIPsSet(fam int) string   { return "nodeport-ips-" + svcFamilies[fam].suffix }
-func svcMapID(kind, fam int) uint32   { return uint32(1 + kind*2 + fam) }
-func clusterCIDRSetID(fam int) uint32 { return uint32(1 + numSvcMaps*2 + fam) }
-func nodePortIPsSetID(fam int) uint32 { return uint32(3 + numSvcMaps*2 + fam) }
-
-// firstDynamicSetID is the first set ID used for per-service sets within a
-// batch (IDs only need to be unique within one batch).
-const firstDynamicSetID = 64
 
 // ServiceOptions configures a ServiceProxy.
 type ServiceOptions struct {
@@ -137,48 +115,59 @@ func validateState(st *service.State) error {
 	seen := make(map[service.PortName]bool, len(st.Ports))
 	for i := range st.Ports {
 		p := &st.Ports[i]
-		f := func(name string) string { return fmt.Sprintf("State.Ports[%d].%s", i, name) }
-		if _, ok := svcProtos[p.Protocol]; !ok {
-			return invalid(f("Protocol"), string(p.Protocol), "must be TCP, UDP or SCTP")
-		}
-		if p.Port == 0 {
-			return invalidNumber(f("Port"), 0, "must be 1-65535")
-		}
 		if seen[p.Name] {
-			return invalid(f("Name"), p.Name.String(), "duplicate service port")
+			return invalid(fmt.Sprintf("State.Ports[%d].Name", i), p.Name.String(), "duplicate service port")
 		}
 		seen[p.Name] = true
-		for _, l := range []struct {
-			name  string
-			addrs []netip.Addr
-		}{{"ClusterIPs", p.ClusterIPs}, {"ExternalIPs", p.ExternalIPs}, {"LoadBalancerIPs", p.LoadBalancerIPs}} {
-			for j, a := range l.addrs {
-				if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" || a.Is4In6() {
-					return invalid(f(fmt.Sprintf("%s[%d]", l.name, j)), a.String(), "not a unicast address")
-				}
+		if err := validatePort(i, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validatePort checks State.Ports[i].
+func validatePort(i int, p *service.PortState) error {
+	f := func(name string) string { return fmt.Sprintf("State.Ports[%d].%s", i, name) }
+	if _, ok := svcProtos[p.Protocol]; !ok {
+		return invalid(f("Protocol"), string(p.Protocol), "must be TCP, UDP or SCTP")
+	}
+	if p.Port == 0 {
+		return invalidNumber(f("Port"), 0, "must be 1-65535")
+	}
+	for _, l := range []struct {
+		name  string
+		addrs []netip.Addr
+	}{{"ClusterIPs", p.ClusterIPs}, {"ExternalIPs", p.ExternalIPs}, {"LoadBalancerIPs", p.LoadBalancerIPs}} {
+		for j, a := range l.addrs {
+			if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" || a.Is4In6() {
+				return invalid(f(fmt.Sprintf("%s[%d]", l.name, j)), a.String(), "not a unicast address")
 			}
 		}
-		for j, r := range p.SourceRanges {
-			if !r.IsValid() || r.Addr().Is4In6() {
-				return invalid(f(fmt.Sprintf("SourceRanges[%d]", j)), r.String(), "not a valid prefix")
+	}
+	for j, r := range p.SourceRanges {
+		if !r.IsValid() || r.Addr().Is4In6() {
+			return invalid(f(fmt.Sprintf("SourceRanges[%d]", j)), r.String(), "not a valid prefix")
+		}
+	}
+	for _, l := range []struct {
+		name string
+		ts   []service.Target
+	}{{"InternalEndpoints", p.InternalEndpoints}, {"ExternalEndpoints", p.ExternalEndpoints}, {"ClusterEndpoints", p.ClusterEndpoints}} {
+		if len(l.ts) > maxEndpoints {
+			return invalidNumber(f(l.name), uint64(len(l.ts)), fmt.Sprintf("at most %d endpoints per port", maxEndpoints))
+		}
+		for j, t := range l.ts {
+			if !t.Addr.IsValid() || t.Addr.IsUnspecified() || t.Addr.Zone() != "" || t.Addr.Is4In6() {
+				return invalid(f(fmt.Sprintf("%s[%d].Addr", l.name, j)), t.Addr.String(), "not a unicast address")
+			}
+			if t.Port == 0 {
+				return invalidNumber(f(fmt.Sprintf("%s[%d].Port", l.name, j)), 0, "must be 1-65535")
 			}
 		}
-		for _, l := range []struct {
-			name string
-			ts   []service.Target
-		}{{"InternalEndpoints", p.InternalEndpoints}, {"ExternalEndpoints", p.ExternalEndpoints}, {"ClusterEndpoints", p.ClusterEndpoints}} {
-			for j, t := range l.ts {
-				if !t.Addr.IsValid() || t.Addr.IsUnspecified() || t.Addr.Zone() != "" || t.Addr.Is4In6() {
-					return invalid(f(fmt.Sprintf("%s[%d].Addr", l.name, j)), t.Addr.String(), "not a unicast address")
-				}
-				if t.Port == 0 {
-					return invalidNumber(f(fmt.Sprintf("%s[%d].Port", l.name, j)), 0, "must be 1-65535")
-				}
-			}
-		}
-		if p.AffinityTimeout < 0 || p.AffinityTimeout > 24*time.Hour {
-			return invalid(f("AffinityTimeout"), p.AffinityTimeout.String(), "must be between 0 and 24h")
-		}
+	}
+	if p.AffinityTimeout < 0 || p.AffinityTimeout > 24*time.Hour {
+		return invalid(f("AffinityTimeout"), p.AffinityTimeout.String(), "must be between 0 and 24h")
 	}
 	return nil
 }
@@ -260,16 +249,179 @@ func (c *svcChainSpec) vmap() []string {
 	return nil
 }
 
-// svcElemKey identifies one element of one of the fixed maps.
-type svcElemKey struct {
-	kind, fam int
-	key       string
+// The table is flat: a service port is a handful of set and map elements,
+// never a chain of its own (ports with session affinity excepted, see
+// renderAffinity). Adding, changing or removing a service therefore only
+// adds and deletes elements: the kernel neither looks sets up by name nor
+// revalidates the table's jump graph, so a change costs the same with 10
+// services or 10,000.
+//
+// Keys, each field padded to 4 bytes as in nft concatenations:
+//
+//	service key:   daddr . l4proto . dport       (ClusterIPs, external and LB IPs)
+//	node port key: l4proto . dport               (on the node-port addresses)
+//
+// A service key whose endpoint list has N entries is an element of the set
+// dnat-nN-vX; one rule per N in use looks the packet up there and DNATs
+// to "key . numgen random mod N" in the map backends-vX. The short-circuit
+// of eTP Local (traffic from the node and its pods uses the cluster-wide
+// endpoints) uses local-dnat-nN-vX and ordinals offset by localOrdinalBase
+// in the same map.
+
+// setKind names one kind of set or map of the table; with a family (and,
+// for the per-count kinds, an endpoint count) it names one object.
+type setKind uint8
+
+const (
+	setClusterIPs    setKind = iota // ClusterIPs (refcounted): unknown ports are refused
+	setHairpin                      // local endpoint . same endpoint (refcounted): masquerade
+	setServiceKeys                  // service keys the nat chains act on
+	setNodePortKeys                 // node port keys the nat chains act on
+	setBackends                     // map service key . ordinal : endpoint address . port
+	setNPBackends                   // map node port key . ordinal : endpoint address . port
+	setMarkOutside                  // service keys masqueraded unless from a cluster CIDR
+	setMark                         // service keys always masqueraded
+	setNPMark                       // node port keys always masqueraded
+	setFirewall                     // LB service keys with loadBalancerSourceRanges
+	setFirewallAllow                // LB service key . allowed source range (interval)
+	setRejectIPs                    // service keys without endpoints: refuse
+	setDropIPs                      // service keys without endpoints on this node: drop
+	setRejectNP                     // node port keys: refuse
+	setDropNP                       // node port keys: drop
+	setAffinityIPs                  // vmap service key : goto chain (session affinity)
+	setAffinityNP                   // vmap node port key : goto chain (session affinity)
+	// Per endpoint count N, created while in use.
+	setDNAT        // service keys with N endpoints
+	setLocalDNAT   // service keys with N cluster endpoints for the eTP Local short-circuit
+	setNPDNAT      // node port keys with N endpoints
+	setNPLocalDNAT // node port keys with N cluster endpoints for the short-circuit
+)
+
+// numFixedSetKinds counts the kinds that are one set per family.
+const numFixedSetKinds = int(setDNAT)
+
+// localOrdinalBase offsets the ordinals of the short-circuit endpoint list
+// in the backends maps ("numgen random mod N offset 65536").
+const localOrdinalBase = 1 << 16
+
+// maxEndpoints bounds the endpoints of one port (ordinals stay below
+// localOrdinalBase).
+const maxEndpoints = localOrdinalBase - 1
+
+var setKindNames = [...]string{
+	setClusterIPs: "cluster-ips", setHairpin: "hairpin", setServiceKeys: "service-keys", setNodePortKeys: "nodeport-keys",
+	setBackends: "backends", setNPBackends: "nodeport-backends", setMarkOutside: "mark-outside", setMark: "mark",
+	setNPMark: "nodeport-mark", setFirewall: "firewall", setFirewallAllow: "firewall-allow",
+	setRejectIPs: "no-endpoints-reject", setDropIPs: "no-endpoints-drop", setRejectNP: "nodeport-no-endpoints-reject",
+	setDropNP: "nodeport-no-endpoints-drop", setAffinityIPs: "affinity-ips", setAffinityNP: "affinity-nodeports",
+	setDNAT: "dnat", setLocalDNAT: "local-dnat", setNPDNAT: "nodeport-dnat", setNPLocalDNAT: "nodeport-local-dnat",
 }
 
-// svcVerdict is a map element's value: a goto to chain, or drop.
-type svcVerdict struct {
-	kind  expr.VerdictKind
-	chain string
+// setRef identifies one set or map: kind, family and, for the per-count
+// kinds, the endpoint count.
+type setRef struct {
+	kind setKind
+	fam  uint8
+	n    uint16
+}
+
+func (r setRef) perCount() bool { return r.kind >= setDNAT }
+
+func (r setRef) name() string {
+	if r.perCount() {
+		return setKindNames[r.kind] + "-n" + strconv.Itoa(int(r.n)) + "-" + svcFamilies[r.fam].suffix
+	}
+	return setKindNames[r.kind] + "-" + svcFamilies[r.fam].suffix
+}
+
+// fixedSetID is the batch ID of a fixed set (per-count and per-service sets
+// get IDs from svcQueue.id, above firstDynamicSetID).
+func (r setRef) fixedSetID() uint32 { return uint32(1 + int(r.kind)*2 + int(r.fam)) }
+
+func clusterCIDRSet(fam int) string   { return "cluster-cidrs-" + svcFamilies[fam].suffix }
+func nodePortIPsSet(fam int) string   { return "nodeport-ips-" + svcFamilies[fam].suffix }
+func clusterCIDRSetID(fam int) uint32 { return uint32(1 + numFixedSetKinds*2 + fam) }
+func nodePortIPsSetID(fam int) uint32 { return uint32(3 + numFixedSetKinds*2 + fam) }
+
+// firstDynamicSetID is the first set ID used for per-count and per-service
+// sets within a batch (IDs only need to be unique within one batch).
+const firstDynamicSetID = 64
+
+// nodePortKeyed reports whether the set's keys are node port keys.
+func (r setRef) nodePortKeyed() bool {
+	switch r.kind {
+	case setNodePortKeys, setNPBackends, setNPMark, setRejectNP, setDropNP, setAffinityNP, setNPDNAT, setNPLocalDNAT:
+		return true
+	}
+	return false
+}
+
+var (
+	typeSvcKey   = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService)}
+	typeNPKey    = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService)
+	typeBackKey  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService, nft.TypeMark), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService, nft.TypeMark)}
+	typeNPBack   = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService, nft.TypeMark)
+	typeBackVal  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetService), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetService)}
+	typeHairpin  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeIPAddr), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeIP6Addr)}
+	typeFwAllow  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService, nft.TypeIPAddr), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService, nft.TypeIP6Addr)}
+	typeAddrOnly = [2]nft.SetDatatype{nft.TypeIPAddr, nft.TypeIP6Addr}
+)
+
+// nftSet describes the set or map r (without ID).
+func (q *svcQueue) nftSet(r setRef) *nft.Set {
+	s := &nft.Set{Table: q.table, Name: r.name()}
+	switch r.kind {
+	case setClusterIPs:
+		s.KeyType = typeAddrOnly[r.fam]
+	case setHairpin:
+		s.KeyType = typeHairpin[r.fam]
+	case setBackends:
+		s.KeyType, s.IsMap, s.DataType = typeBackKey[r.fam], true, typeBackVal[r.fam]
+	case setNPBackends:
+		s.KeyType, s.IsMap, s.DataType = typeNPBack, true, typeBackVal[r.fam]
+	case setFirewallAllow:
+		s.KeyType, s.Interval = typeFwAllow[r.fam], true
+	case setAffinityIPs:
+		s.KeyType, s.IsMap, s.DataType = typeSvcKey[r.fam], true, nft.TypeVerdict
+	case setAffinityNP:
+		s.KeyType, s.IsMap, s.DataType = typeNPKey, true, nft.TypeVerdict
+	default:
+		s.KeyType = typeSvcKey[r.fam]
+		if r.nodePortKeyed() {
+			s.KeyType = typeNPKey
+		}
+	}
+	s.Concatenation = strings.Contains(s.KeyType.Name, " . ")
+	if r.perCount() {
+		s.ID = q.id()
+	} else {
+		s.ID = r.fixedSetID()
+	}
+	return s
+}
+
+// entryKey is what one service port claims: a service key or a node port
+// key of one family. When several ports claim the same key (two services
+// with the same external IP and port), the first by name owns it.
+type entryKey struct {
+	fam uint8
+	np  bool
+	key string
+}
+
+// renderedElem is one element: key, and the map value (data bytes, the
+// goto target of a verdict map, or the end of an interval).
+type renderedElem struct {
+	ref      setRef
+	key, val string
+}
+
+// portRender is everything one service port puts in the table.
+type portRender struct {
+	elems  []renderedElem // of the entries this port owns
+	shared []renderedElem // refcounted across ports, no value
+	chains []svcChainSpec // session affinity only: ordered so a chain precedes those it refers to
+	sets   []svcSetSpec   // affinity sets
 }
 
 type svcSetSpec struct {
@@ -277,12 +429,217 @@ type svcSetSpec struct {
 	fam  int
 }
 
-// portRender is everything one service port owns in the table. chains are
-// ordered so that a chain comes before the chains it refers to.
-type portRender struct {
-	chains []svcChainSpec
-	sets   []svcSetSpec
-	elems  map[svcElemKey]svcVerdict
+// svcKey encodes addr . proto . port (addr invalid: proto . port).
+func svcKey(addr netip.Addr, proto byte, port uint16) string {
+	b := make([]byte, 0, 24)
+	if addr.IsValid() {
+		b = append(b, addr.AsSlice()...)
+	}
+	b = append(b, proto, 0, 0, 0)
+	b = binary.BigEndian.AppendUint16(b, port)
+	return string(append(b, 0, 0))
+}
+
+// ordinalKey appends the ordinal (host byte order, like numgen's result).
+func ordinalKey(key string, ord int) string {
+	return key + string(binaryutil.NativeEndian.PutUint32(uint32(ord)))
+}
+
+// backendValue encodes an endpoint as address . port.
+func backendValue(t service.Target) string {
+	b := append(t.Addr.AsSlice(), byte(t.Port>>8), byte(t.Port), 0, 0)
+	return string(b)
+}
+
+// portEntries lists the keys a port claims.
+func portEntries(ps *service.PortState, cfg *svcConfig) []entryKey {
+	proto := svcProtos[ps.Protocol]
+	var out []entryKey
+	for fam := range 2 {
+		if len(addrsOf(ps.ClusterIPs, fam)) == 0 {
+			continue
+		}
+		for _, l := range [][]netip.Addr{ps.ClusterIPs, ps.ExternalIPs, ps.LoadBalancerIPs} {
+			for _, a := range addrsOf(l, fam) {
+				out = append(out, entryKey{fam: uint8(fam), key: svcKey(a, proto, ps.Port)})
+			}
+		}
+		if cfg.nodePorts(ps, fam) {
+			out = append(out, entryKey{fam: uint8(fam), np: true, key: svcKey(netip.Addr{}, proto, ps.NodePort)})
+		}
+	}
+	return out
+}
+
+// nodePorts reports whether the port has a node port in family fam.
+func (cfg *svcConfig) nodePorts(ps *service.PortState, fam int) bool {
+	return ps.NodePort != 0 && cfg.nodePortsOn(fam)
+}
+
+func (cfg *svcConfig) nodePortsOn(fam int) bool {
+	return cfg.anyNodePort || len(cfg.nodePortIPs[fam]) > 0
+}
+
+// keyKinds are the sets a key goes to, by kind of key.
+type keyKinds struct {
+	gate, mark, dnat, local, reject, drop, aff, backends setKind
+}
+
+var (
+	ipKinds = keyKinds{setServiceKeys, setMark, setDNAT, setLocalDNAT, setRejectIPs, setDropIPs, setAffinityIPs, setBackends}
+	npKinds = keyKinds{setNodePortKeys, setNPMark, setNPDNAT, setNPLocalDNAT, setRejectNP, setDropNP, setAffinityNP, setNPBackends}
+)
+
+// renderPort computes the elements (and, with session affinity, the
+// chains) of one service port. owns says which of its entries it owns.
+func (cfg *svcConfig) renderPort(ps *service.PortState, owns func(entryKey) bool) portRender {
+	var r portRender
+	proto := svcProtos[ps.Protocol]
+	anyEP := len(ps.InternalEndpoints)+len(ps.ExternalEndpoints)+len(ps.ClusterEndpoints) > 0
+	aff := ps.AffinityTimeout > 0
+	done := map[entryKey]bool{} // a key listed twice is rendered once
+	owns0 := owns
+	owns = func(e entryKey) bool {
+		if done[e] || !owns0(e) {
+			return false
+		}
+		done[e] = true
+		return true
+	}
+	var ac *affinityChains
+	if aff {
+		ac = &affinityChains{cfg: cfg, ps: ps, r: &r, seenChain: map[string]bool{}, seenSet: map[string]bool{}, seenEP: map[string]bool{}}
+	}
+	for fam := range 2 {
+		cips := addrsOf(ps.ClusterIPs, fam)
+		if len(cips) == 0 {
+			continue
+		}
+		f8 := uint8(fam)
+		internal := targetsOf(ps.InternalEndpoints, fam)
+		external := targetsOf(ps.ExternalEndpoints, fam)
+		cluster := targetsOf(ps.ClusterEndpoints, fam)
+		// No endpoint of this family anywhere: refuse; endpoints exist
+		// but not for this traffic on this node: drop.
+		refuse := !ps.HasEndpoints || (anyEP && len(internal)+len(external)+len(cluster) == 0)
+		add := func(kind setKind, n int, key, val string) {
+			r.elems = append(r.elems, renderedElem{ref: setRef{kind: kind, fam: f8, n: uint16(n)}, key: key, val: val})
+		}
+		noEP := func(kk keyKinds, key string) {
+			if refuse {
+				add(kk.reject, 0, key, "")
+			} else {
+				add(kk.drop, 0, key, "")
+			}
+		}
+		// dnat adds key to the set of its endpoint count and its endpoints
+		// to the backends map, from ordinal base on.
+		dnat := func(kk keyKinds, set setKind, key string, eps []service.Target, base int) {
+			add(set, len(eps), key, "")
+			for i, t := range eps {
+				add(kk.backends, 0, ordinalKey(key, base+i), backendValue(t))
+			}
+		}
+		seenCIP := map[netip.Addr]bool{}
+		for _, a := range cips {
+			if !seenCIP[a] {
+				seenCIP[a] = true
+				r.shared = append(r.shared, renderedElem{ref: setRef{kind: setClusterIPs, fam: f8}, key: string(a.AsSlice())})
+			}
+		}
+		seenLocal := map[netip.Addr]bool{}
+		for _, l := range [][]service.Target{internal, external, cluster} {
+			for _, t := range l {
+				if t.Local && !seenLocal[t.Addr] {
+					seenLocal[t.Addr] = true
+					r.shared = append(r.shared, renderedElem{ref: setRef{kind: setHairpin, fam: f8}, key: string(t.Addr.AsSlice()) + string(t.Addr.AsSlice())})
+				}
+			}
+		}
+		var svcChain, extChain string
+		if aff {
+			svcChain, extChain = ac.build(fam, internal, external, cluster)
+		}
+		// ClusterIP traffic.
+		for _, a := range cips {
+			key := svcKey(a, proto, ps.Port)
+			if !owns(entryKey{fam: f8, key: key}) {
+				continue
+			}
+			switch {
+			case len(internal) == 0:
+				noEP(ipKinds, key)
+			case aff:
+				add(setServiceKeys, 0, key, "")
+				add(setAffinityIPs, 0, key, svcChain)
+			default:
+				add(setServiceKeys, 0, key, "")
+				dnat(ipKinds, setDNAT, key, internal, 0)
+				if cfg.masqueradeAll {
+					add(setMark, 0, key, "")
+				} else if len(cfg.clusterCIDRs[fam]) > 0 {
+					add(setMarkOutside, 0, key, "")
+				}
+			}
+		}
+		// External traffic: external and load balancer IPs, node port.
+		shortCircuit := ps.ExternalLocal && len(cluster) > 0
+		ranges := prefixesOf(ps.SourceRanges, fam)
+		external1 := func(kk keyKinds, key string, lb bool) {
+			if len(external) > 0 || shortCircuit {
+				add(kk.gate, 0, key, "")
+				if aff {
+					add(kk.aff, 0, key, extChain)
+				} else {
+					if len(external) > 0 {
+						dnat(kk, kk.dnat, key, external, 0)
+						if !ps.ExternalLocal {
+							add(kk.mark, 0, key, "")
+						}
+					}
+					if shortCircuit {
+						dnat(kk, kk.local, key, cluster, localOrdinalBase)
+					}
+				}
+			}
+			if len(external) == 0 {
+				// Traffic not short-circuited is not DNATed: the filter
+				// chains refuse or drop it.
+				noEP(kk, key)
+			}
+			if lb && len(ranges) > 0 {
+				add(setFirewall, 0, key, "")
+				for _, p := range ranges {
+					first, last := prefixBounds(p)
+					add(setFirewallAllow, 0, key+string(first.AsSlice()), key+string(last.AsSlice()))
+				}
+			}
+		}
+		for i, l := range [][]netip.Addr{ps.ExternalIPs, ps.LoadBalancerIPs} {
+			for _, a := range addrsOf(l, fam) {
+				if key := svcKey(a, proto, ps.Port); owns(entryKey{fam: f8, key: key}) {
+					external1(ipKinds, key, i == 1)
+				}
+			}
+		}
+		if cfg.nodePorts(ps, fam) {
+			if key := svcKey(netip.Addr{}, proto, ps.NodePort); owns(entryKey{fam: f8, np: true, key: key}) {
+				external1(npKinds, key, false)
+			}
+		}
+	}
+	return r
+}
+
+// prefixBounds returns the first and last address of p.
+func prefixBounds(p netip.Prefix) (first, last netip.Addr) {
+	first = p.Masked().Addr()
+	b := first.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ = netip.AddrFromSlice(b)
+	return first, last
 }
 
 func targetsOf(ts []service.Target, fam int) []service.Target {
@@ -305,174 +662,107 @@ func addrsOf(as []netip.Addr, fam int) []netip.Addr {
 	return out
 }
 
-// svcKey encodes addr . proto . port (addr invalid: proto . port) as a key
-// of the concatenated maps, each field padded to 4 bytes.
-func svcKey(addr netip.Addr, proto byte, port uint16) string {
-	b := make([]byte, 0, 24)
-	if addr.IsValid() {
-		b = append(b, addr.AsSlice()...)
-	}
-	b = append(b, proto, 0, 0, 0)
-	b = binary.BigEndian.AppendUint16(b, port)
-	return string(append(b, 0, 0))
+// affinityChains builds the chains of a port with session affinity, the
+// way kube-proxy does for every port: a chain per kind of traffic that
+// first sends clients found in an endpoint's affinity set to that
+// endpoint's chain, else picks one at random; a chain per endpoint that
+// records the client (update @aff-... { ip saddr }) and DNATs.
+type affinityChains struct {
+	cfg                        *svcConfig
+	ps                         *service.PortState
+	r                          *portRender
+	seenChain, seenSet, seenEP map[string]bool
 }
 
-// renderPort computes the objects of one service port.
-func (cfg *svcConfig) renderPort(ps *service.PortState) portRender {
-	r := portRender{elems: map[svcElemKey]svcVerdict{}}
-	proto := svcProtos[ps.Protocol]
-	anyEP := len(ps.InternalEndpoints)+len(ps.ExternalEndpoints)+len(ps.ClusterEndpoints) > 0
-	seenChain := map[string]bool{}
-	seenSet := map[string]bool{}
-	seenEP := map[string]bool{}
-	addChain := func(c svcChainSpec) {
-		if !seenChain[c.name] {
-			seenChain[c.name] = true
-			r.chains = append(r.chains, c)
-		}
+func (ac *affinityChains) addChain(c svcChainSpec) {
+	if !ac.seenChain[c.name] {
+		ac.seenChain[c.name] = true
+		ac.r.chains = append(ac.r.chains, c)
 	}
-	for fam := range 2 {
-		cips := addrsOf(ps.ClusterIPs, fam)
-		if len(cips) == 0 {
-			continue
-		}
-		f := svcFamilies[fam]
-		internal := targetsOf(ps.InternalEndpoints, fam)
-		external := targetsOf(ps.ExternalEndpoints, fam)
-		cluster := targetsOf(ps.ClusterEndpoints, fam)
-		// No endpoint of this family anywhere: refuse; endpoints exist
-		// but not for this traffic on this node: drop.
-		noEP := svcVerdict{kind: expr.VerdictGoto, chain: SvcChainReject}
-		if ps.HasEndpoints && (!anyEP || len(internal)+len(external)+len(cluster) > 0) {
-			noEP = svcVerdict{kind: expr.VerdictDrop}
-		}
-		var epChains []svcChainSpec
-		dispatch := func(chain string, eps []service.Target) []svcRule {
-			var rules []svcRule
-			targets := make([]string, len(eps))
-			for i, t := range eps {
-				targets[i] = epChainName(ps.Name, fam, t)
-				if !seenEP[targets[i]] {
-					epChains = append(epChains, cfg.endpointChain(ps, fam, t))
-					seenEP[targets[i]] = true
-				}
-			}
-			if ps.AffinityTimeout > 0 {
-				for i, t := range eps {
-					set := affSetName(ps.Name, fam, t)
-					if !seenSet[set] {
-						seenSet[set] = true
-						r.sets = append(r.sets, svcSetSpec{name: set, fam: fam})
-					}
-					rules = append(rules, svcRule{exprs: []expr.Any{
-						saddrLoad(f),
-						&expr.Lookup{SourceRegister: reg1, SetName: set},
-						&expr.Verdict{Kind: expr.VerdictGoto, Chain: targets[i]},
-					}})
-				}
-			}
-			rules = append(rules, svcRule{exprs: []expr.Any{
-				&expr.Numgen{Register: reg1, Modulus: uint32(len(eps)), Type: unix.NFT_NG_RANDOM},
-				&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: chain},
-			}, vmap: targets})
-			return rules
-		}
-		// ClusterIP traffic.
-		if len(internal) > 0 {
-			svc := svcChainSpec{name: svcChainName("svc", ps.Name, fam)}
-			if cfg.masqueradeAll {
-				svc.rules = append(svc.rules, svcRule{exprs: markExprs()})
-			} else if len(cfg.clusterCIDRs[fam]) > 0 {
-				svc.rules = append(svc.rules, svcRule{exprs: append([]expr.Any{saddrLoad(f),
-					&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam), Invert: true},
-				}, markExprs()...)})
-			}
-			svc.rules = append(svc.rules, dispatch(svc.name, internal)...)
-			addChain(svc)
-			for _, a := range cips {
-				r.elems[svcElemKey{mapServiceIPs, fam, svcKey(a, proto, ps.Port)}] = svcVerdict{expr.VerdictGoto, svc.name}
-			}
-		} else {
-			for _, a := range cips {
-				r.elems[svcElemKey{mapNoEPIPs, fam, svcKey(a, proto, ps.Port)}] = noEP
-			}
-		}
-		// External traffic: external and load balancer IPs, node port.
-		extIPs := addrsOf(ps.ExternalIPs, fam)
-		lbIPs := addrsOf(ps.LoadBalancerIPs, fam)
-		nodePort := ps.NodePort != 0 && (cfg.anyNodePort || len(cfg.nodePortIPs[fam]) > 0)
-		if len(extIPs)+len(lbIPs) == 0 && !nodePort {
-			addChainsOf(addChain, epChains)
-			continue
-		}
-		shortCircuit := ps.ExternalLocal && len(cluster) > 0
-		if len(external) > 0 || shortCircuit {
-			ext := svcChainSpec{name: svcChainName("ext", ps.Name, fam)}
-			var cls svcChainSpec
-			if !ps.ExternalLocal {
-				ext.rules = append(ext.rules, svcRule{exprs: markExprs()})
-			} else if shortCircuit {
-				cls = svcChainSpec{name: svcChainName("cls", ps.Name, fam)}
-				if len(cfg.clusterCIDRs[fam]) > 0 {
-					ext.rules = append(ext.rules, svcRule{exprs: []expr.Any{saddrLoad(f),
-						&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam)},
-						&expr.Verdict{Kind: expr.VerdictGoto, Chain: cls.name},
-					}})
-				}
-				ext.rules = append(ext.rules,
-					svcRule{exprs: append(fibSaddrLocal(), markExprs()...)},
-					svcRule{exprs: append(fibSaddrLocal(), &expr.Verdict{Kind: expr.VerdictGoto, Chain: cls.name})})
-			}
-			if len(external) > 0 {
-				ext.rules = append(ext.rules, dispatch(ext.name, external)...)
-			}
-			if shortCircuit {
-				cls.rules = dispatch(cls.name, cluster)
-			}
-			target := svcVerdict{expr.VerdictGoto, ext.name}
-			if ranges := prefixesOf(ps.SourceRanges, fam); len(ranges) > 0 && len(lbIPs) > 0 {
-				fw := svcChainSpec{name: svcChainName("fw", ps.Name, fam)}
-				for _, p := range ranges {
-					fw.rules = append(fw.rules, svcRule{exprs: append(saddrPrefix(f, p),
-						&expr.Verdict{Kind: expr.VerdictGoto, Chain: ext.name})})
-				}
-				fw.rules = append(fw.rules, svcRule{exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})
-				addChain(fw)
-				for _, a := range lbIPs {
-					r.elems[svcElemKey{mapServiceIPs, fam, svcKey(a, proto, ps.Port)}] = svcVerdict{expr.VerdictGoto, fw.name}
-				}
-				lbIPs = nil
-			}
-			addChain(ext)
-			if cls.name != "" {
-				addChain(cls)
-			}
-			for _, a := range append(extIPs, lbIPs...) {
-				r.elems[svcElemKey{mapServiceIPs, fam, svcKey(a, proto, ps.Port)}] = target
-			}
-			if nodePort {
-				r.elems[svcElemKey{mapNodePorts, fam, svcKey(netip.Addr{}, proto, ps.NodePort)}] = target
-			}
-		}
-		if len(external) == 0 {
-			// Traffic not short-circuited is not DNATed: the filter
-			// chains refuse or drop it.
-			for _, a := range append(extIPs, addrsOf(ps.LoadBalancerIPs, fam)...) {
-				r.elems[svcElemKey{mapNoEPIPs, fam, svcKey(a, proto, ps.Port)}] = noEP
-			}
-			if nodePort {
-				r.elems[svcElemKey{mapNoEPNodePorts, fam, svcKey(netip.Addr{}, proto, ps.NodePort)}] = noEP
-			}
-		}
-		addChainsOf(addChain, epChains)
-	}
-	return r
 }
 
-func addChainsOf(add func(svcChainSpec), cs []svcChainSpec) {
-	for _, c := range cs {
-		add(c)
+// dispatch is the rules that pick an endpoint of eps from chain.
+func (ac *affinityChains) dispatch(chain string, fam int, eps []service.Target, epChains *[]svcChainSpec) []svcRule {
+	ps, f := ac.ps, svcFamilies[fam]
+	var rules []svcRule
+	targets := make([]string, len(eps))
+	for i, t := range eps {
+		targets[i] = epChainName(ps.Name, fam, t)
+		if !ac.seenEP[targets[i]] {
+			*epChains = append(*epChains, ac.cfg.endpointChain(ps, fam, t))
+			ac.seenEP[targets[i]] = true
+		}
 	}
+	for i, t := range eps {
+		set := affSetName(ps.Name, fam, t)
+		if !ac.seenSet[set] {
+			ac.seenSet[set] = true
+			ac.r.sets = append(ac.r.sets, svcSetSpec{name: set, fam: fam})
+		}
+		rules = append(rules, svcRule{exprs: []expr.Any{
+			saddrLoad(f),
+			&expr.Lookup{SourceRegister: reg1, SetName: set},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: targets[i]},
+		}})
+	}
+	rules = append(rules, svcRule{exprs: []expr.Any{
+		&expr.Numgen{Register: reg1, Modulus: uint32(len(eps)), Type: unix.NFT_NG_RANDOM},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: chain},
+	}, vmap: targets})
+	return rules
+}
+
+// build adds the chains of family fam and returns the names of the chains
+// ClusterIP traffic and external traffic go to ("" when none).
+func (ac *affinityChains) build(fam int, internal, external, cluster []service.Target) (svcName, extName string) {
+	cfg, ps, f := ac.cfg, ac.ps, svcFamilies[fam]
+	var epChains []svcChainSpec
+	if len(internal) > 0 {
+		svc := svcChainSpec{name: svcChainName("svc", ps.Name, fam)}
+		if cfg.masqueradeAll {
+			svc.rules = append(svc.rules, svcRule{exprs: markExprs()})
+		} else if len(cfg.clusterCIDRs[fam]) > 0 {
+			svc.rules = append(svc.rules, svcRule{exprs: append([]expr.Any{saddrLoad(f),
+				&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam), Invert: true},
+			}, markExprs()...)})
+		}
+		svc.rules = append(svc.rules, ac.dispatch(svc.name, fam, internal, &epChains)...)
+		ac.addChain(svc)
+		svcName = svc.name
+	}
+	shortCircuit := ps.ExternalLocal && len(cluster) > 0
+	external1 := len(ps.ExternalIPs)+len(ps.LoadBalancerIPs) > 0 || cfg.nodePorts(ps, fam)
+	if external1 && (len(external) > 0 || shortCircuit) {
+		ext := svcChainSpec{name: svcChainName("ext", ps.Name, fam)}
+		var cls svcChainSpec
+		if !ps.ExternalLocal {
+			ext.rules = append(ext.rules, svcRule{exprs: markExprs()})
+		} else if shortCircuit {
+			cls = svcChainSpec{name: svcChainName("cls", ps.Name, fam)}
+			if len(cfg.clusterCIDRs[fam]) > 0 {
+				ext.rules = append(ext.rules, svcRule{exprs: []expr.Any{saddrLoad(f),
+					&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam)},
+					&expr.Verdict{Kind: expr.VerdictGoto, Chain: cls.name},
+				}})
+			}
+			ext.rules = append(ext.rules,
+				svcRule{exprs: append(fibSaddrLocal(), markExprs()...)},
+				svcRule{exprs: append(fibSaddrLocal(), &expr.Verdict{Kind: expr.VerdictGoto, Chain: cls.name})})
+		}
+		if len(external) > 0 {
+			ext.rules = append(ext.rules, ac.dispatch(ext.name, fam, external, &epChains)...)
+		}
+		ac.addChain(ext)
+		if shortCircuit {
+			cls.rules = ac.dispatch(cls.name, fam, cluster, &epChains)
+			ac.addChain(cls)
+		}
+		extName = ext.name
+	}
+	for _, c := range epChains {
+		ac.addChain(c)
+	}
+	return svcName, extName
 }
 
 func prefixesOf(ps []netip.Prefix, fam int) []netip.Prefix {
@@ -485,45 +775,27 @@ func prefixesOf(ps []netip.Prefix, fam int) []netip.Prefix {
 	return out
 }
 
-// endpointChain is, for an IPv4 endpoint A:P of a TCP port:
+// endpointChain is, for an IPv4 endpoint A:P of a TCP port with affinity:
 //
-//	ip saddr A <mark for masquerade>        (hairpin)
-//	[update @aff-... { ip saddr timeout T }] meta l4proto tcp dnat ip to A:P
+//	update @aff-... { ip saddr timeout T } meta l4proto tcp dnat ip to A:P
+//
+// (hairpin traffic is masqueraded by the hairpin set in nat-postrouting).
 func (cfg *svcConfig) endpointChain(ps *service.PortState, fam int, t service.Target) svcChainSpec {
 	f := svcFamilies[fam]
-	c := svcChainSpec{name: epChainName(ps.Name, fam, t)}
-	c.rules = append(c.rules, svcRule{exprs: append([]expr.Any{saddrLoad(f),
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: t.Addr.AsSlice()}}, markExprs()...)})
-	var ex []expr.Any
-	if ps.AffinityTimeout > 0 {
-		ex = append(ex, saddrLoad(f), &expr.Dynset{SrcRegKey: reg1, SetName: affSetName(ps.Name, fam, t),
-			Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: ps.AffinityTimeout})
-	}
 	portReg := uint32(reg32At + f.addrLen/4)
-	ex = append(ex,
+	return svcChainSpec{name: epChainName(ps.Name, fam, t), rules: []svcRule{{exprs: []expr.Any{
+		saddrLoad(f),
+		&expr.Dynset{SrcRegKey: reg1, SetName: affSetName(ps.Name, fam, t), Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: ps.AffinityTimeout},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{svcProtos[ps.Protocol]}},
 		&expr.Immediate{Register: reg1, Data: t.Addr.AsSlice()},
 		&expr.Immediate{Register: portReg, Data: binary.BigEndian.AppendUint16(nil, t.Port)},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.natFam, RegAddrMin: reg1, RegProtoMin: portReg, Specified: true},
-	)
-	c.rules = append(c.rules, svcRule{exprs: ex})
-	return c
+	}}}}
 }
 
 func saddrLoad(f svcFamily) *expr.Payload {
 	return &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen}
-}
-
-func saddrPrefix(f svcFamily, p netip.Prefix) []expr.Any {
-	mask := make([]byte, f.addrLen)
-	for i := range p.Bits() {
-		mask[i/8] |= 0x80 >> (i % 8)
-	}
-	return []expr.Any{saddrLoad(f),
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: f.addrLen, Mask: mask, Xor: make([]byte, f.addrLen)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: p.Addr().AsSlice()},
-	}
 }
 
 // markExprs is "meta mark set meta mark | 0x4000".
@@ -541,163 +813,4 @@ func fibSaddrLocal() []expr.Any {
 		&expr.Fib{Register: reg1, FlagSADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}
-}
-
-// svcPlan is the change that turns the table from one rendering into
-// another. Queued in this order: element deletions, chain flushes, chain
-// deletions, set deletions, set additions, chain additions, rules of the
-// added and flushed chains, element additions.
-type svcPlan struct {
-	delElems  []svcElemKey
-	flush     []string // chains kept whose rules are rewritten
-	delChains []string
-	delSets   []svcSetSpec
-	addSets   []svcSetSpec
-	addChains []string
-	rules     []svcChainSpec // rules to write: chains added or flushed
-	addElems  map[svcElemKey]svcVerdict
-	// Dispatch maps (named after their chain): emptied before chains are
-	// deleted, refilled or added with their elements after chains are added.
-	flushVmaps map[string]int // emptied: element count before
-	delVmaps   []string
-	addVmaps   map[string][]string // created with these goto targets
-	fillVmaps  map[string][]string // emptied and refilled
-	// objDelta is the change in the number of objects (chains and named
-	// sets; the anonymous maps bound to rules are not counted) the kernel
-	// counts in the table.
-	objDelta int
-}
-
-func (p *svcPlan) empty() bool {
-	return len(p.delElems)+len(p.flush)+len(p.delChains)+len(p.delSets)+len(p.addSets)+len(p.addChains)+len(p.addElems)+
-		len(p.flushVmaps)+len(p.delVmaps)+len(p.addVmaps)+len(p.fillVmaps) == 0
-}
-
-// diffPort adds to p what turns old into new (either may be empty).
-func (p *svcPlan) diffPort(old, new *portRender) {
-	for k, v := range old.elems {
-		if nv, ok := new.elems[k]; !ok || nv != v {
-			p.delElems = append(p.delElems, k)
-		}
-	}
-	for k, v := range new.elems {
-		if ov, ok := old.elems[k]; !ok || ov != v {
-			p.addElems[k] = v
-		}
-	}
-	oldChains := make(map[string]*svcChainSpec, len(old.chains))
-	for i := range old.chains {
-		oldChains[old.chains[i].name] = &old.chains[i]
-	}
-	newNames := make(map[string]bool, len(new.chains))
-	for i := range new.chains {
-		c := &new.chains[i]
-		newNames[c.name] = true
-		oc, ok := oldChains[c.name]
-		switch {
-		case !ok:
-			p.addChains = append(p.addChains, c.name)
-			p.rules = append(p.rules, *c)
-			p.objDelta++
-			if v := c.vmap(); v != nil {
-				p.addVmaps[c.name] = v
-				p.objDelta++
-			}
-		case oc.fingerprint() != c.fingerprint():
-			p.flush = append(p.flush, c.name)
-			p.rules = append(p.rules, *c)
-			ov, nv := oc.vmap(), c.vmap()
-			switch {
-			case ov == nil && nv != nil:
-				p.addVmaps[c.name] = nv
-				p.objDelta++
-			case ov != nil && nv == nil:
-				p.delVmaps = append(p.delVmaps, c.name)
-				p.objDelta--
-			case ov != nil && !slices.Equal(ov, nv):
-				p.flushVmaps[c.name] = len(ov)
-				p.fillVmaps[c.name] = nv
-			}
-		}
-	}
-	for _, c := range old.chains {
-		if !newNames[c.name] {
-			p.delChains = append(p.delChains, c.name)
-			p.objDelta--
-			if c.vmap() != nil {
-				p.delVmaps = append(p.delVmaps, c.name)
-				p.objDelta--
-			}
-		}
-	}
-	newSets := map[string]bool{}
-	for _, s := range new.sets {
-		newSets[s.name] = true
-	}
-	oldSets := map[string]bool{}
-	for _, s := range old.sets {
-		oldSets[s.name] = true
-		if !newSets[s.name] {
-			p.delSets = append(p.delSets, s)
-			p.objDelta--
-		}
-	}
-	for _, s := range new.sets {
-		if !oldSets[s.name] {
-			p.addSets = append(p.addSets, s)
-			p.objDelta++
-		}
-	}
-}
-
-// planSync computes the incremental change from the ports of old to those
-// of st. old maps port names to the last committed port states.
-func (cfg *svcConfig) planSync(old map[service.PortName]*service.PortState, st *service.State) svcPlan {
-	p := svcPlan{addElems: map[svcElemKey]svcVerdict{}, addVmaps: map[string][]string{}, fillVmaps: map[string][]string{},
-		flushVmaps: map[string]int{}}
-	empty := portRender{}
-	seen := make(map[service.PortName]bool, len(st.Ports))
-	for i := range st.Ports {
-		ps := &st.Ports[i]
-		seen[ps.Name] = true
-		o, ok := old[ps.Name]
-		if ok && o.Equal(ps) {
-			continue
-		}
-		nr := cfg.renderPort(ps)
-		if !ok {
-			p.diffPort(&empty, &nr)
-			continue
-		}
-		or := cfg.renderPort(o)
-		p.diffPort(&or, &nr)
-	}
-	names := make([]service.PortName, 0)
-	for n := range old {
-		if !seen[n] {
-			names = append(names, n)
-		}
-	}
-	slices.SortFunc(names, func(a, b service.PortName) int { return strings.Compare(a.String(), b.String()) })
-	for _, n := range names {
-		or := cfg.renderPort(old[n])
-		p.diffPort(&or, &empty)
-	}
-	slices.SortFunc(p.delElems, compareElemKey)
-	return p
-}
-
-func compareElemKey(a, b svcElemKey) int {
-	if a.kind != b.kind {
-		return a.kind - b.kind
-	}
-	if a.fam != b.fam {
-		return a.fam - b.fam
-	}
-	return strings.Compare(a.key, b.key)
-}
-
-// planFull is the plan that builds st in an empty table.
-func (cfg *svcConfig) planFull(st *service.State) svcPlan {
-	return cfg.planSync(nil, st)
 }

@@ -1,7 +1,9 @@
 package nftables
 
 import (
+	"encoding/binary"
 	"errors"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -107,22 +109,58 @@ func chainNames(r portRender) []string {
 	return out
 }
 
+// setCounts counts the elements of a rendering by set name.
+func setCounts(els []renderedElem) map[string]int {
+	m := map[string]int{}
+	for _, e := range els {
+		m[e.ref.name()]++
+	}
+	return m
+}
+
+func ownsAll(entryKey) bool { return true }
+
 func TestRenderPort(t *testing.T) {
 	cfg, err := buildSvcConfig(ServiceOptions{ClusterCIDRs: prefixes("10.244.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pn := pname("ns", "web", "")
-	dual := clusterPort(pn, addrs("10.96.0.1", "fd00:10:96::1"), tgt("10.244.1.2", 80), tgt("fd00:10:244:1::2", 80), tgt("10.244.2.2", 80))
-	r := cfg.renderPort(&dual)
-	want := []string{"svc-ns/web/tcp", "ep-10.244.1.2-80", "ep-10.244.2.2-80", "svc-ns/web/tcp", "ep-fd00:10:244:1::2-80"}
-	if got := chainNames(r); !slices.Equal(got, want) {
-		t.Errorf("chains %q, want %q", got, want)
+	local := tgt("10.244.1.2", 80)
+	local.Local = true
+	dual := clusterPort(pn, addrs("10.96.0.1", "fd00:10:96::1"), local, tgt("fd00:10:244:1::2", 80), tgt("10.244.2.2", 80))
+	r := cfg.renderPort(&dual, ownsAll)
+	want := map[string]int{"service-keys-v4": 1, "dnat-n2-v4": 1, "backends-v4": 2, "mark-outside-v4": 1,
+		"service-keys-v6": 1, "dnat-n1-v6": 1, "backends-v6": 1}
+	if got := setCounts(r.elems); !maps.Equal(got, want) || len(r.chains) != 0 {
+		t.Errorf("dual stack: elements %v chains %v, want %v and no chain", got, chainNames(r), want)
 	}
-	if len(r.elems) != 2 {
-		t.Errorf("elements %v, want one per cluster IP", r.elems)
+	if got := setCounts(r.shared); !maps.Equal(got, map[string]int{"cluster-ips-v4": 1, "cluster-ips-v6": 1, "hairpin-v4": 1}) {
+		t.Errorf("dual stack: shared %v", got)
 	}
-	// The IPv4 dispatch has two endpoints, the IPv6 one one.
+	for _, e := range r.elems {
+		if e.ref.kind == setBackends && e.ref.fam == 0 {
+			ord := binary.NativeEndian.Uint32([]byte(e.key[12:]))
+			if wantV := backendValue(dual.InternalEndpoints[[]int{0, 2}[ord]]); e.val != wantV {
+				t.Errorf("backend %d = %x, want %x", ord, e.val, wantV)
+			}
+		}
+	}
+	if r := cfg.renderPort(&dual, func(e entryKey) bool { return e.fam == 1 }); setCounts(r.elems)["service-keys-v4"] != 0 {
+		t.Errorf("a key owned by another port was rendered: %v", setCounts(r.elems))
+	}
+
+	// Session affinity: kube-proxy's chains, dispatched by the affinity map.
+	aff := dual
+	aff.AffinityTimeout = time.Hour
+	r = cfg.renderPort(&aff, ownsAll)
+	wantChains := []string{"svc-ns/web/tcp", "ep-10.244.1.2-80", "ep-10.244.2.2-80", "svc-ns/web/tcp", "ep-fd00:10:244:1::2-80"}
+	if got := chainNames(r); !slices.Equal(got, wantChains) || len(r.sets) != 3 {
+		t.Errorf("affinity chains %q sets %v, want %q", got, r.sets, wantChains)
+	}
+	if got := setCounts(r.elems); got["affinity-ips-v4"] != 1 || got["affinity-ips-v6"] != 1 || got["dnat-n2-v4"] != 0 {
+		t.Errorf("affinity elements %v", got)
+	}
 	for _, c := range []svcChainSpec{r.chains[0], r.chains[3]} {
 		last := c.rules[len(c.rules)-1]
 		ng, ok := last.exprs[0].(*expr.Numgen)
@@ -133,39 +171,39 @@ func TestRenderPort(t *testing.T) {
 
 	// No endpoints: reject; endpoints elsewhere only (iTP Local): drop.
 	none := clusterPort(pn, addrs("10.96.0.1"))
-	r = cfg.renderPort(&none)
-	if len(r.chains) != 0 || len(r.elems) != 1 {
-		t.Fatalf("no endpoints: chains %v elements %v", chainNames(r), r.elems)
+	if got := setCounts(cfg.renderPort(&none, ownsAll).elems); !maps.Equal(got, map[string]int{"no-endpoints-reject-v4": 1}) {
+		t.Errorf("no endpoints: %v", got)
 	}
-	for k, v := range r.elems {
-		if k.kind != mapNoEPIPs || v.chain != SvcChainReject {
-			t.Errorf("no endpoints: %v -> %v, want reject", k, v)
-		}
-	}
-	local := none
-	local.HasEndpoints, local.InternalLocal = true, true
-	for k, v := range cfg.renderPort(&local).elems {
-		if k.kind != mapNoEPIPs || v.kind != expr.VerdictDrop {
-			t.Errorf("iTP Local: %v -> %v, want drop", k, v)
-		}
+	iLocal := none
+	iLocal.HasEndpoints, iLocal.InternalLocal = true, true
+	if got := setCounts(cfg.renderPort(&iLocal, ownsAll).elems); !maps.Equal(got, map[string]int{"no-endpoints-drop-v4": 1}) {
+		t.Errorf("iTP Local: %v", got)
 	}
 
-	// eTP Local without local endpoints: ext chain short-circuits local
-	// traffic to the cluster set; the rest is dropped by the filter.
+	// eTP Local without local endpoints: local traffic short-circuits to
+	// the cluster set (ordinals from 65536); the rest is dropped by the
+	// filter; the LB IP has a firewall.
 	ext := clusterPort(pn, addrs("10.96.0.1"), tgt("10.244.2.2", 80))
 	ext.NodePort, ext.ExternalLocal, ext.ExternalEndpoints = 30080, true, nil
 	ext.LoadBalancerIPs, ext.SourceRanges = addrs("198.18.100.2"), prefixes("198.18.0.0/24", "2001:db8::/64")
-	r = cfg.renderPort(&ext)
-	want = []string{"svc-ns/web/tcp", "fw-ns/web/tcp", "ext-ns/web/tcp", "cls-ns/web/tcp", "ep-10.244.2.2-80"}
-	if got := chainNames(r); !slices.Equal(got, want) {
-		t.Errorf("chains %q, want %q", got, want)
+	r = cfg.renderPort(&ext, ownsAll)
+	want = map[string]int{"service-keys-v4": 2, "dnat-n1-v4": 1, "backends-v4": 2, "mark-outside-v4": 1,
+		"local-dnat-n1-v4": 1, "no-endpoints-drop-v4": 1, "firewall-v4": 1, "firewall-allow-v4": 1,
+		"nodeport-keys-v4": 1, "nodeport-local-dnat-n1-v4": 1, "nodeport-backends-v4": 1, "nodeport-no-endpoints-drop-v4": 1}
+	if got := setCounts(r.elems); !maps.Equal(got, want) {
+		t.Errorf("eTP Local: %v\nwant %v", got, want)
 	}
-	kinds := map[int]int{}
-	for k := range r.elems {
-		kinds[k.kind]++
-	}
-	if kinds[mapServiceIPs] != 2 || kinds[mapNodePorts] != 1 || kinds[mapNoEPIPs] != 1 || kinds[mapNoEPNodePorts] != 1 {
-		t.Errorf("element kinds %v", kinds)
+	for _, e := range r.elems {
+		switch e.ref.kind {
+		case setNPBackends:
+			if ord := binary.NativeEndian.Uint32([]byte(e.key[8:])); ord != localOrdinalBase {
+				t.Errorf("short-circuit ordinal %d", ord)
+			}
+		case setFirewallAllow:
+			if e.key[12:] != string([]byte{198, 18, 0, 0}) || e.val[12:] != string([]byte{198, 18, 0, 255}) {
+				t.Errorf("allowed range %x-%x", e.key, e.val)
+			}
+		}
 	}
 }
 
@@ -173,51 +211,117 @@ func TestPlanSync(t *testing.T) {
 	cfg, _ := buildSvcConfig(ServiceOptions{ClusterCIDRs: prefixes("10.244.0.0/16")})
 	a := clusterPort(pname("ns", "a", ""), addrs("10.96.0.1"), tgt("10.244.1.2", 80), tgt("10.244.2.2", 80))
 	b := clusterPort(pname("ns", "b", ""), addrs("10.96.0.2"), tgt("10.244.1.2", 80))
-	prev := map[service.PortName]*service.PortState{a.Name: clonePort(&a), b.Name: clonePort(&b)}
-
+	c := newCommitted()
+	p := cfg.planSync(c, &service.State{Ports: []service.PortState{a, b}})
+	if len(p.delElems) != 0 || len(p.addElems) != 5+4+2 || !slices.Equal(names(p.addCountSets), []string{"dnat-n1-v4", "dnat-n2-v4"}) ||
+		!slices.Equal(names(p.rewrite[setDNAT]), []string{"dnat-n1-v4", "dnat-n2-v4"}) || p.objDelta != 2 {
+		t.Errorf("first plan: +%d -%d elements, sets %v, rewrite %v, objDelta %d", len(p.addElems), len(p.delElems), p.addCountSets, p.rewrite, p.objDelta)
+	}
 	// Nothing changed: empty plan.
-	if p := cfg.planSync(prev, &service.State{Ports: []service.PortState{a, b}}); !p.empty() {
+	if p := cfg.planSync(c, &service.State{Ports: []service.PortState{a, b}}); !p.empty() {
 		t.Errorf("unchanged state planned %+v", p)
 	}
-	// One endpoint of a removed: a's service chain rewritten, one endpoint
-	// chain deleted, b untouched, no element changes.
+	// One endpoint of a removed: a moves from dnat-n2 to dnat-n1 (the set
+	// and its rule go), its second backend goes, b is untouched.
 	a2 := clusterPort(a.Name, a.ClusterIPs, tgt("10.244.1.2", 80))
-	p := cfg.planSync(prev, &service.State{Ports: []service.PortState{a2, b}})
-	if len(p.flush) != 1 || !strings.HasPrefix(p.flush[0], "svc-") || len(p.delChains) != 1 ||
-		!strings.HasSuffix(p.delChains[0], "-10.244.2.2-80") || len(p.addChains) != 0 || len(p.addElems)+len(p.delElems) != 0 {
-		t.Errorf("endpoint removal planned flush %q del %q add %q elems +%d -%d", p.flush, p.delChains, p.addChains, len(p.addElems), len(p.delElems))
+	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a2, b}})
+	if got, want := setCounts(p.delElems), map[string]int{"dnat-n2-v4": 1, "backends-v4": 1}; !maps.Equal(got, want) {
+		t.Errorf("endpoint removal deletes %v, want %v", got, want)
 	}
-	if p.objDelta != -1 {
-		t.Errorf("objDelta %d, want -1", p.objDelta)
+	if got := setCounts(p.addElems); !maps.Equal(got, map[string]int{"dnat-n1-v4": 1}) {
+		t.Errorf("endpoint removal adds %v", got)
 	}
-	// The dispatch map of a's service chain is emptied and refilled.
-	if len(p.flushVmaps) != 1 || p.flushVmaps[p.flush[0]] != 2 || len(p.fillVmaps[p.flush[0]]) != 1 {
-		t.Errorf("endpoint removal planned vmaps flush %v fill %q", p.flushVmaps, p.fillVmaps)
+	if !slices.Equal(names(p.delCountSets), []string{"dnat-n2-v4"}) || !slices.Equal(names(p.rewrite[setDNAT]), []string{"dnat-n1-v4"}) || p.objDelta != -1 {
+		t.Errorf("endpoint removal: sets -%v, rewrite %v, objDelta %d", p.delCountSets, p.rewrite, p.objDelta)
 	}
-	// b removed, c added.
-	c := clusterPort(pname("ns", "c", ""), addrs("10.96.0.3"), tgt("10.244.3.2", 80))
-	p = cfg.planSync(prev, &service.State{Ports: []service.PortState{a, c}})
-	if len(p.delChains) != 2 || len(p.addChains) != 2 || len(p.delElems) != 1 || len(p.addElems) != 1 || len(p.flush) != 0 {
-		t.Errorf("replace planned del %q add %q elems +%d -%d flush %q", p.delChains, p.addChains, len(p.addElems), len(p.delElems), p.flush)
+	// A second port on a's ClusterIP shares the cluster-ips element.
+	a3 := a2
+	a3.Name.Port, a3.Port = "other", 81
+	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a2, a3, b}})
+	if got := setCounts(p.addElems); got["cluster-ips-v4"] != 0 || got["dnat-n1-v4"] != 1 {
+		t.Errorf("second port adds %v", got)
 	}
-	if p.objDelta != 0 {
-		t.Errorf("objDelta %d, want 0", p.objDelta)
+	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a3, b}})
+	if got := setCounts(p.delElems); got["cluster-ips-v4"] != 0 {
+		t.Errorf("removing one of two ports on a ClusterIP deletes %v", got)
 	}
-	// Affinity on: sets added, chains rewritten.
-	aff := a
+	// Two services claim one external IP and port: the first by name owns
+	// it; when it goes, the other takes over.
+	x1 := clusterPort(pname("ns", "x1", ""), addrs("10.96.0.11"), tgt("10.244.1.11", 80))
+	x2 := clusterPort(pname("ns", "x2", ""), addrs("10.96.0.12"), tgt("10.244.1.12", 80))
+	x1.ExternalIPs, x2.ExternalIPs = addrs("192.0.2.7"), addrs("192.0.2.7")
+	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a3, b, x1, x2}})
+	extKey := svcKey(netip.MustParseAddr("192.0.2.7"), 6, 80)
+	backendOf := func(els []renderedElem) string {
+		for _, e := range els {
+			if e.ref.kind == setBackends && e.key == ordinalKey(extKey, 0) {
+				return e.val
+			}
+		}
+		return ""
+	}
+	if got := backendOf(p.addElems); got != backendValue(x1.ExternalEndpoints[0]) {
+		t.Errorf("shared external IP goes to %x, want x1's endpoint", got)
+	}
+	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a3, b, x2}})
+	if got := backendOf(p.addElems); got != backendValue(x2.ExternalEndpoints[0]) || backendOf(p.delElems) == "" {
+		t.Errorf("after x1 left, the external IP goes to %x (deleted %x), want x2's endpoint", got, backendOf(p.delElems))
+	}
+	// Affinity: chains and sets added, elements move to the affinity map.
+	aff := b
 	aff.AffinityTimeout = time.Hour
-	p = cfg.planSync(prev, &service.State{Ports: []service.PortState{aff, b}})
-	if len(p.addSets) != 2 || len(p.flush) != 3 || len(p.addChains) != 0 {
-		t.Errorf("affinity planned sets %v flush %q add %q", p.addSets, p.flush, p.addChains)
+	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a3, aff, x2}})
+	if len(p.addSets) != 1 || len(p.addChains) != 2 || len(p.addVmaps) != 1 || setCounts(p.addElems)["affinity-ips-v4"] != 1 || p.objDelta != 4 {
+		t.Errorf("affinity planned sets %v chains %q vmaps %v elements %v objDelta %d", p.addSets, p.addChains, p.addVmaps, setCounts(p.addElems), p.objDelta)
 	}
-	// Everything removed.
-	p = cfg.planSync(prev, &service.State{})
-	if len(p.delChains) != 5 || len(p.delElems) != 2 || p.objDelta != -7 {
-		t.Errorf("removal planned del %q elems -%d objDelta %d", p.delChains, len(p.delElems), p.objDelta)
+	// Everything removed: every element goes, and every per-count set.
+	p = cfg.planSync(c, &service.State{})
+	added := 0
+	for _, cp := range []*svcCommitted{c} {
+		added = len(cp.ports) + len(cp.claims) + len(cp.shared) + len(cp.counts)
 	}
-	// Full plan of the same state adds what the incremental one removes.
-	full := cfg.planFull(&service.State{Ports: []service.PortState{a, b}})
-	if len(full.addChains) != 5 || len(full.addElems) != 2 || len(full.addVmaps) != 2 || full.objDelta != 7 {
-		t.Errorf("full plan adds %q elems %d objDelta %d", full.addChains, len(full.addElems), full.objDelta)
+	if len(p.addElems) != 0 || added != 0 || len(p.delChains) != 2 || len(p.delSets) != 1 || len(p.rewrite[setDNAT]) != 0 || len(p.delCountSets) != 1 {
+		t.Errorf("removal left %d objects, added %d elements, deleted chains %q sets %v count sets %v", added, len(p.addElems), p.delChains, p.delSets, p.delCountSets)
+	}
+}
+
+func names(refs []setRef) []string {
+	var out []string
+	for _, r := range refs {
+		out = append(out, r.name())
+	}
+	return out
+}
+
+// BenchmarkPlanSync measures the Go side of adding and removing one service
+// with 10k present (no kernel): comparing the whole State, and with an
+// exact hint.
+func BenchmarkPlanSync(b *testing.B) {
+	cfg, _ := buildSvcConfig(ServiceOptions{ClusterCIDRs: prefixes("10.244.0.0/16")})
+	base := benchPorts(10000, 10)
+	extra := clusterPort(pname("bench", "zzz-extra", ""), addrs("10.96.250.1"), tgt("10.244.250.1", 80))
+	with := &service.State{Ports: append(slices.Clone(base), extra)}
+	without := &service.State{Ports: base}
+	for _, exact := range []bool{false, true} {
+		b.Run(map[bool]string{false: "compare", true: "exact"}[exact], func(b *testing.B) {
+			c := newCommitted()
+			cfg.planSync(c, &service.State{Ports: base})
+			for i := 0; b.Loop(); i++ {
+				st := with
+				if i%2 == 1 {
+					st = without
+				}
+				if exact {
+					if _, err := cfg.planChanged(c, st, []service.PortName{extra.Name}); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				if err := validateState(st); err != nil {
+					b.Fatal(err)
+				}
+				cfg.planSync(c, st)
+			}
+		})
 	}
 }
