@@ -225,12 +225,14 @@ const (
 //		K vmap @affinity-ips-v4
 //		K @mark-outside-v4 ip saddr != @cluster-cidrs-v4 meta mark set meta mark | 0x4000
 //		K @mark-v4 meta mark set meta mark | 0x4000
-//		jump local-dnat; jump dnat }
+//		fib saddr type local K @local-mark-v4 meta mark set meta mark | 0x4000
+//		jump service-local-dnat; jump service-dnat }
 //	chain nodeports { the same for node port keys }
-//	chain dnat { per endpoint count N in use:
-//		K @dnat-nN-v4 dnat ip to K . numgen random mod N map @backends-v4 }
-//	chain local-dnat { per N: from a cluster CIDR, or from the node (marked):
-//		... K @local-dnat-nN-v4 dnat ip to K . numgen random mod N offset 65536 map @backends-v4 }
+//	chain service-dnat { per endpoint count N in use:
+//		dnat ip to K . numgen random mod N map @service-dnat-nN-v4 }
+//	chain service-local-dnat { per N: from a cluster CIDR, or from the node:
+//		ip saddr @cluster-cidrs-v4 dnat ip to K . numgen random mod N map @service-local-dnat-nN-v4
+//		fib saddr type local dnat ip to K . numgen random mod N map @service-local-dnat-nN-v4 }
 //	chain filter-input, filter-forward, filter-output { type filter hook ... priority -1;
 //		ct state new jump endpoints-check }
 //	chain endpoints-check {
@@ -364,6 +366,10 @@ func (q *svcQueue) skeleton() error {
 		}
 		q.addRule(svcChainServiceIPs, slices.Concat(svcKeyLoad(f), []expr.Any{q.lookup(ref(setMark, fam), false)}, markExprs()), "")
 		q.addRule(svcChainNodePorts, slices.Concat(npKeyLoad(f), []expr.Any{q.lookup(ref(setNPMark, fam), false)}, markExprs()), "")
+		q.addRule(svcChainServiceIPs, slices.Concat(nfprotoIs(f.portFamily), fibSaddrLocal(), svcKeyReload(f),
+			[]expr.Any{q.lookup(ref(setLocalMark, fam), false)}, markExprs()), "")
+		q.addRule(svcChainNodePorts, slices.Concat(nfprotoIs(f.portFamily), fibSaddrLocal(), npKeyReload(),
+			[]expr.Any{q.lookup(ref(setNPLocalMark, fam), false)}, markExprs()), "")
 	}
 	q.addRule(svcChainServiceIPs, []expr.Any{jump(expr.VerdictJump, setKindNames[setLocalDNAT])}, "")
 	q.addRule(svcChainServiceIPs, []expr.Any{jump(expr.VerdictJump, setKindNames[setDNAT])}, "")
@@ -455,36 +461,54 @@ func (q *svcQueue) nodePortAddr(fam int) []expr.Any {
 	return append(ex, &expr.Lookup{SourceRegister: reg1, SetName: nodePortIPsSet(fam), SetID: nodePortIPsSetID(fam)})
 }
 
-// countRules are the rules of the chain of per-count sets of kind k that
-// look up set r (see skeleton).
+// countRules are the rules that DNAT with the per-count map r, in the
+// chain named after r's kind (see skeleton).
 func (q *svcQueue) countRules(r setRef) [][]expr.Any {
 	fam := int(r.fam)
 	f := svcFamilies[fam]
-	load, backends, ordReg := svcKeyReload(f), setRef{kind: setBackends, fam: r.fam}, uint32(reg32At+f.addrLen/4+2)
+	load, ordReg := svcKeyReload(f), uint32(reg32At+f.addrLen/4+2)
 	if r.nodePortKeyed() {
-		load, backends, ordReg = npKeyReload(), setRef{kind: setNPBackends, fam: r.fam}, reg32At+2
+		load, ordReg = npKeyReload(), reg32At+2
 	}
-	var offset uint32
-	local := r.kind == setLocalDNAT || r.kind == setNPLocalDNAT
-	if local {
-		offset = localOrdinalBase
-	}
-	bm := q.set(backends)
+	m := q.set(r)
 	dnat := slices.Concat(load, []expr.Any{
-		&expr.Numgen{Register: ordReg, Modulus: uint32(r.n), Type: unix.NFT_NG_RANDOM, Offset: offset},
-		&expr.Lookup{SourceRegister: reg1, SetName: bm.Name, SetID: bm.ID, IsDestRegSet: true, DestRegister: reg1},
+		&expr.Numgen{Register: ordReg, Modulus: uint32(r.n), Type: unix.NFT_NG_RANDOM},
+		&expr.Lookup{SourceRegister: reg1, SetName: m.Name, SetID: m.ID, IsDestRegSet: true, DestRegister: reg1},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.natFam, RegAddrMin: reg1, RegProtoMin: reg32At + f.addrLen/4, Specified: true},
 	})
-	match := slices.Concat(load, []expr.Any{q.lookup(r, false)})
-	if !local {
-		return [][]expr.Any{slices.Concat(nfprotoIs(f.portFamily), match, dnat)}
+	if r.kind == setDNAT || r.kind == setNPDNAT {
+		return [][]expr.Any{slices.Concat(nfprotoIs(f.portFamily), dnat)}
 	}
+	// The short-circuit: from a cluster CIDR, or from the node.
 	var rules [][]expr.Any
 	if len(q.cfg.clusterCIDRs[fam]) > 0 {
 		rules = append(rules, slices.Concat(nfprotoIs(f.portFamily), []expr.Any{saddrLoad(f),
-			&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam)}}, match, dnat))
+			&expr.Lookup{SourceRegister: reg1, SetName: clusterCIDRSet(fam), SetID: clusterCIDRSetID(fam)}}, dnat))
 	}
-	return append(rules, slices.Concat(nfprotoIs(f.portFamily), fibSaddrLocal(), match, markExprs(), dnat))
+	return append(rules, slices.Concat(nfprotoIs(f.portFamily), fibSaddrLocal(), dnat))
+}
+
+// countRuleHandles finds the rules of the chain of kind k that use one of
+// the maps in refs.
+func (q *svcQueue) countRuleHandles(k setKind, refs []setRef) ([]*nft.Rule, error) {
+	names := map[string]bool{}
+	for _, r := range refs {
+		names[r.name()] = true
+	}
+	rules, err := q.c.GetRules(q.table, q.chain(setKindNames[k]))
+	if err != nil {
+		return nil, fmt.Errorf("list chain %s: %w", setKindNames[k], err)
+	}
+	var out []*nft.Rule
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if l, ok := e.(*expr.Lookup); ok && names[l.SetName] {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // plan queues p (see svcPlan for the order).
@@ -506,14 +530,25 @@ func (q *svcQueue) plan(p *svcPlan) error {
 		q.c.FlushChain(q.chain(name))
 		q.msgs++
 	}
-	rewrite := make([]setKind, 0, len(p.rewrite))
-	for k := range p.rewrite {
-		rewrite = append(rewrite, k)
+	// The rules of per-count maps that go, found by the map they use.
+	byKind := map[setKind][]setRef{}
+	for _, r := range p.delCountSets {
+		byKind[r.kind] = append(byKind[r.kind], r)
 	}
-	slices.Sort(rewrite)
-	for _, k := range rewrite {
-		q.c.FlushChain(q.chain(setKindNames[k]))
-		q.msgs++
+	for k := setDNAT; k <= setNPLocalDNAT; k++ {
+		if len(byKind[k]) == 0 {
+			continue
+		}
+		rules, err := q.countRuleHandles(k, byKind[k])
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if err := q.c.DelRule(r); err != nil {
+				return err
+			}
+			q.msgs++
+		}
 	}
 	for _, name := range p.delVmaps {
 		q.c.DelSet(q.vmapSet(name))
@@ -562,11 +597,9 @@ func (q *svcQueue) plan(p *svcPlan) error {
 			q.addRule(ch.name, r.exprs, "")
 		}
 	}
-	for _, k := range rewrite {
-		for _, r := range p.rewrite[k] {
-			for _, ex := range q.countRules(r) {
-				q.addRule(setKindNames[k], ex, "")
-			}
+	for _, r := range p.addCountSets {
+		for _, ex := range q.countRules(r) {
+			q.addRule(setKindNames[r.kind], ex, "")
 		}
 	}
 	return q.elements(p.addElems, true)

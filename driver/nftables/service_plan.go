@@ -40,10 +40,8 @@ func newCommitted() *svcCommitted {
 type svcPlan struct {
 	delElems, addElems []renderedElem
 
-	// Per-count sets created and deleted, and the per-count chains whose
-	// rules are rewritten (kind -> the sets they look up, after the plan).
+	// Per-count maps created and deleted (with their rules).
 	addCountSets, delCountSets []setRef
-	rewrite                    map[setKind][]setRef
 
 	// Session affinity chains and sets.
 	flush     []string // chains kept whose rules are rewritten
@@ -69,7 +67,7 @@ type svcPlan struct {
 
 func newPlan() *svcPlan {
 	return &svcPlan{addVmaps: map[string][]string{}, fillVmaps: map[string][]string{}, flushVmaps: map[string]int{},
-		rewrite: map[setKind][]setRef{}, countsBefore: map[setRef]int{}}
+		countsBefore: map[setRef]int{}}
 }
 
 func (p *svcPlan) empty() bool {
@@ -302,10 +300,9 @@ func (p *svcPlan) diff(c *svcCommitted, old, new *portRender) {
 	p.diffChains(old, new)
 }
 
-// countSets turns the count changes into per-count set additions and
-// deletions and the rewrite of the chains that look them up.
+// countSets turns the count changes into per-count map additions and
+// deletions.
 func (p *svcPlan) countSets(c *svcCommitted) {
-	kinds := map[setKind]bool{}
 	for r, before := range p.countsBefore {
 		after := c.counts[r]
 		if after == 0 {
@@ -314,30 +311,13 @@ func (p *svcPlan) countSets(c *svcCommitted) {
 		switch {
 		case before == 0 && after > 0:
 			p.addCountSets = append(p.addCountSets, r)
-			kinds[r.kind] = true
 		case before > 0 && after == 0:
 			p.delCountSets = append(p.delCountSets, r)
-			kinds[r.kind] = true
 		}
 	}
 	p.objDelta += len(p.addCountSets) - len(p.delCountSets)
 	slices.SortFunc(p.addCountSets, compareSetRefs)
 	slices.SortFunc(p.delCountSets, compareSetRefs)
-	for k := range kinds {
-		p.rewrite[k] = c.countSetsOf(k)
-	}
-}
-
-// countSetsOf lists the per-count sets of kind k present, in order.
-func (c *svcCommitted) countSetsOf(k setKind) []setRef {
-	refs := []setRef{}
-	for r := range c.counts {
-		if r.kind == k {
-			refs = append(refs, r)
-		}
-	}
-	slices.SortFunc(refs, compareSetRefs)
-	return refs
 }
 
 func compareSetRefs(a, b setRef) int {

@@ -251,7 +251,7 @@ func (c *svcChainSpec) vmap() []string {
 
 // The table is flat: a service port is a handful of set and map elements,
 // never a chain of its own (ports with session affinity excepted, see
-// renderAffinity). Adding, changing or removing a service therefore only
+// affinityChains). Adding, changing or removing a service therefore only
 // adds and deletes elements: the kernel neither looks sets up by name nor
 // revalidates the table's jump graph, so a change costs the same with 10
 // services or 10,000.
@@ -261,12 +261,13 @@ func (c *svcChainSpec) vmap() []string {
 //	service key:   daddr . l4proto . dport       (ClusterIPs, external and LB IPs)
 //	node port key: l4proto . dport               (on the node-port addresses)
 //
-// A service key whose endpoint list has N entries is an element of the set
-// dnat-nN-vX; one rule per N in use looks the packet up there and DNATs
-// to "key . numgen random mod N" in the map backends-vX. The short-circuit
-// of eTP Local (traffic from the node and its pods uses the cluster-wide
-// endpoints) uses local-dnat-nN-vX and ordinals offset by localOrdinalBase
-// in the same map.
+// The endpoints of a service key with N of them are the elements
+// "key . 0" ... "key . N-1" of the map service-dnat-nN-vX, and one rule per
+// N in use DNATs to the value of "key . numgen random mod N" there (a key
+// not in the map makes the lookup, and so the rule, fail). The map and its
+// rule come and go with the first and last key of that count: a rule that
+// looks up a map makes the kernel walk the map's elements, so one map per
+// count keeps that walk to a new, empty map.
 
 // setKind names one kind of set or map of the table; with a family (and,
 // for the per-count kinds, an endpoint count) it names one object.
@@ -277,11 +278,11 @@ const (
 	setHairpin                      // local endpoint . same endpoint (refcounted): masquerade
 	setServiceKeys                  // service keys the nat chains act on
 	setNodePortKeys                 // node port keys the nat chains act on
-	setBackends                     // map service key . ordinal : endpoint address . port
-	setNPBackends                   // map node port key . ordinal : endpoint address . port
 	setMarkOutside                  // service keys masqueraded unless from a cluster CIDR
 	setMark                         // service keys always masqueraded
 	setNPMark                       // node port keys always masqueraded
+	setLocalMark                    // service keys of the short-circuit: masqueraded from the node
+	setNPLocalMark                  // node port keys of the short-circuit: masqueraded from the node
 	setFirewall                     // LB service keys with loadBalancerSourceRanges
 	setFirewallAllow                // LB service key . allowed source range (interval)
 	setRejectIPs                    // service keys without endpoints: refuse
@@ -290,31 +291,28 @@ const (
 	setDropNP                       // node port keys: drop
 	setAffinityIPs                  // vmap service key : goto chain (session affinity)
 	setAffinityNP                   // vmap node port key : goto chain (session affinity)
-	// Per endpoint count N, created while in use.
-	setDNAT        // service keys with N endpoints
-	setLocalDNAT   // service keys with N cluster endpoints for the eTP Local short-circuit
-	setNPDNAT      // node port keys with N endpoints
-	setNPLocalDNAT // node port keys with N cluster endpoints for the short-circuit
+	// Maps key . ordinal : endpoint address . port, per endpoint count N,
+	// present while in use.
+	setDNAT        // service keys
+	setLocalDNAT   // service keys, the cluster endpoints of the eTP Local short-circuit
+	setNPDNAT      // node port keys
+	setNPLocalDNAT // node port keys, short-circuit
 )
 
 // numFixedSetKinds counts the kinds that are one set per family.
 const numFixedSetKinds = int(setDNAT)
 
-// localOrdinalBase offsets the ordinals of the short-circuit endpoint list
-// in the backends maps ("numgen random mod N offset 65536").
-const localOrdinalBase = 1 << 16
-
-// maxEndpoints bounds the endpoints of one port (ordinals stay below
-// localOrdinalBase).
-const maxEndpoints = localOrdinalBase - 1
+// maxEndpoints bounds the endpoints of one port (the kernel's limit for a
+// numgen modulus is far above).
+const maxEndpoints = 1<<16 - 1
 
 var setKindNames = [...]string{
 	setClusterIPs: "cluster-ips", setHairpin: "hairpin", setServiceKeys: "service-keys", setNodePortKeys: "nodeport-keys",
-	setBackends: "backends", setNPBackends: "nodeport-backends", setMarkOutside: "mark-outside", setMark: "mark",
-	setNPMark: "nodeport-mark", setFirewall: "firewall", setFirewallAllow: "firewall-allow",
+	setMarkOutside: "mark-outside", setMark: "mark", setNPMark: "nodeport-mark", setLocalMark: "local-mark",
+	setNPLocalMark: "nodeport-local-mark", setFirewall: "firewall", setFirewallAllow: "firewall-allow",
 	setRejectIPs: "no-endpoints-reject", setDropIPs: "no-endpoints-drop", setRejectNP: "nodeport-no-endpoints-reject",
 	setDropNP: "nodeport-no-endpoints-drop", setAffinityIPs: "affinity-ips", setAffinityNP: "affinity-nodeports",
-	setDNAT: "dnat", setLocalDNAT: "local-dnat", setNPDNAT: "nodeport-dnat", setNPLocalDNAT: "nodeport-local-dnat",
+	setDNAT: "service-dnat", setLocalDNAT: "service-local-dnat", setNPDNAT: "nodeport-dnat", setNPLocalDNAT: "nodeport-local-dnat",
 }
 
 // setRef identifies one set or map: kind, family and, for the per-count
@@ -350,7 +348,7 @@ const firstDynamicSetID = 64
 // nodePortKeyed reports whether the set's keys are node port keys.
 func (r setRef) nodePortKeyed() bool {
 	switch r.kind {
-	case setNodePortKeys, setNPBackends, setNPMark, setRejectNP, setDropNP, setAffinityNP, setNPDNAT, setNPLocalDNAT:
+	case setNodePortKeys, setNPMark, setNPLocalMark, setRejectNP, setDropNP, setAffinityNP, setNPDNAT, setNPLocalDNAT:
 		return true
 	}
 	return false
@@ -359,6 +357,8 @@ func (r setRef) nodePortKeyed() bool {
 var (
 	typeSvcKey   = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService)}
 	typeNPKey    = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService)
+	// The ordinal (numgen's result) is typed as a mark: a 4-byte integer in
+	// host byte order that nft can print.
 	typeBackKey  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService, nft.TypeMark), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService, nft.TypeMark)}
 	typeNPBack   = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService, nft.TypeMark)
 	typeBackVal  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetService), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetService)}
@@ -375,9 +375,9 @@ func (q *svcQueue) nftSet(r setRef) *nft.Set {
 		s.KeyType = typeAddrOnly[r.fam]
 	case setHairpin:
 		s.KeyType = typeHairpin[r.fam]
-	case setBackends:
+	case setDNAT, setLocalDNAT:
 		s.KeyType, s.IsMap, s.DataType = typeBackKey[r.fam], true, typeBackVal[r.fam]
-	case setNPBackends:
+	case setNPDNAT, setNPLocalDNAT:
 		s.KeyType, s.IsMap, s.DataType = typeNPBack, true, typeBackVal[r.fam]
 	case setFirewallAllow:
 		s.KeyType, s.Interval = typeFwAllow[r.fam], true
@@ -482,12 +482,12 @@ func (cfg *svcConfig) nodePortsOn(fam int) bool {
 
 // keyKinds are the sets a key goes to, by kind of key.
 type keyKinds struct {
-	gate, mark, dnat, local, reject, drop, aff, backends setKind
+	gate, mark, localMark, dnat, local, reject, drop, aff setKind
 }
 
 var (
-	ipKinds = keyKinds{setServiceKeys, setMark, setDNAT, setLocalDNAT, setRejectIPs, setDropIPs, setAffinityIPs, setBackends}
-	npKinds = keyKinds{setNodePortKeys, setNPMark, setNPDNAT, setNPLocalDNAT, setRejectNP, setDropNP, setAffinityNP, setNPBackends}
+	ipKinds = keyKinds{setServiceKeys, setMark, setLocalMark, setDNAT, setLocalDNAT, setRejectIPs, setDropIPs, setAffinityIPs}
+	npKinds = keyKinds{setNodePortKeys, setNPMark, setNPLocalMark, setNPDNAT, setNPLocalDNAT, setRejectNP, setDropNP, setAffinityNP}
 )
 
 // renderPort computes the elements (and, with session affinity, the
@@ -532,12 +532,10 @@ func (cfg *svcConfig) renderPort(ps *service.PortState, owns func(entryKey) bool
 				add(kk.drop, 0, key, "")
 			}
 		}
-		// dnat adds key to the set of its endpoint count and its endpoints
-		// to the backends map, from ordinal base on.
-		dnat := func(kk keyKinds, set setKind, key string, eps []service.Target, base int) {
-			add(set, len(eps), key, "")
+		// dnat adds the endpoints of key to the map of their count.
+		dnat := func(kind setKind, key string, eps []service.Target) {
 			for i, t := range eps {
-				add(kk.backends, 0, ordinalKey(key, base+i), backendValue(t))
+				add(kind, len(eps), ordinalKey(key, i), backendValue(t))
 			}
 		}
 		seenCIP := map[netip.Addr]bool{}
@@ -574,7 +572,7 @@ func (cfg *svcConfig) renderPort(ps *service.PortState, owns func(entryKey) bool
 				add(setAffinityIPs, 0, key, svcChain)
 			default:
 				add(setServiceKeys, 0, key, "")
-				dnat(ipKinds, setDNAT, key, internal, 0)
+				dnat(setDNAT, key, internal)
 				if cfg.masqueradeAll {
 					add(setMark, 0, key, "")
 				} else if len(cfg.clusterCIDRs[fam]) > 0 {
@@ -592,13 +590,14 @@ func (cfg *svcConfig) renderPort(ps *service.PortState, owns func(entryKey) bool
 					add(kk.aff, 0, key, extChain)
 				} else {
 					if len(external) > 0 {
-						dnat(kk, kk.dnat, key, external, 0)
+						dnat(kk.dnat, key, external)
 						if !ps.ExternalLocal {
 							add(kk.mark, 0, key, "")
 						}
 					}
 					if shortCircuit {
-						dnat(kk, kk.local, key, cluster, localOrdinalBase)
+						add(kk.localMark, 0, key, "")
+						dnat(kk.local, key, cluster)
 					}
 				}
 			}

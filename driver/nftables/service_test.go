@@ -130,8 +130,8 @@ func TestRenderPort(t *testing.T) {
 	local.Local = true
 	dual := clusterPort(pn, addrs("10.96.0.1", "fd00:10:96::1"), local, tgt("fd00:10:244:1::2", 80), tgt("10.244.2.2", 80))
 	r := cfg.renderPort(&dual, ownsAll)
-	want := map[string]int{"service-keys-v4": 1, "dnat-n2-v4": 1, "backends-v4": 2, "mark-outside-v4": 1,
-		"service-keys-v6": 1, "dnat-n1-v6": 1, "backends-v6": 1}
+	want := map[string]int{"service-keys-v4": 1, "service-dnat-n2-v4": 2, "mark-outside-v4": 1,
+		"service-keys-v6": 1, "service-dnat-n1-v6": 1}
 	if got := setCounts(r.elems); !maps.Equal(got, want) || len(r.chains) != 0 {
 		t.Errorf("dual stack: elements %v chains %v, want %v and no chain", got, chainNames(r), want)
 	}
@@ -139,7 +139,7 @@ func TestRenderPort(t *testing.T) {
 		t.Errorf("dual stack: shared %v", got)
 	}
 	for _, e := range r.elems {
-		if e.ref.kind == setBackends && e.ref.fam == 0 {
+		if e.ref.kind == setDNAT && e.ref.fam == 0 {
 			ord := binary.NativeEndian.Uint32([]byte(e.key[12:]))
 			if wantV := backendValue(dual.InternalEndpoints[[]int{0, 2}[ord]]); e.val != wantV {
 				t.Errorf("backend %d = %x, want %x", ord, e.val, wantV)
@@ -158,7 +158,7 @@ func TestRenderPort(t *testing.T) {
 	if got := chainNames(r); !slices.Equal(got, wantChains) || len(r.sets) != 3 {
 		t.Errorf("affinity chains %q sets %v, want %q", got, r.sets, wantChains)
 	}
-	if got := setCounts(r.elems); got["affinity-ips-v4"] != 1 || got["affinity-ips-v6"] != 1 || got["dnat-n2-v4"] != 0 {
+	if got := setCounts(r.elems); got["affinity-ips-v4"] != 1 || got["affinity-ips-v6"] != 1 || got["service-dnat-n2-v4"] != 0 {
 		t.Errorf("affinity elements %v", got)
 	}
 	for _, c := range []svcChainSpec{r.chains[0], r.chains[3]} {
@@ -181,23 +181,23 @@ func TestRenderPort(t *testing.T) {
 	}
 
 	// eTP Local without local endpoints: local traffic short-circuits to
-	// the cluster set (ordinals from 65536); the rest is dropped by the
-	// filter; the LB IP has a firewall.
+	// the cluster set; the rest is dropped by the filter; the LB IP has a
+	// firewall.
 	ext := clusterPort(pn, addrs("10.96.0.1"), tgt("10.244.2.2", 80))
 	ext.NodePort, ext.ExternalLocal, ext.ExternalEndpoints = 30080, true, nil
 	ext.LoadBalancerIPs, ext.SourceRanges = addrs("198.18.100.2"), prefixes("198.18.0.0/24", "2001:db8::/64")
 	r = cfg.renderPort(&ext, ownsAll)
-	want = map[string]int{"service-keys-v4": 2, "dnat-n1-v4": 1, "backends-v4": 2, "mark-outside-v4": 1,
-		"local-dnat-n1-v4": 1, "no-endpoints-drop-v4": 1, "firewall-v4": 1, "firewall-allow-v4": 1,
-		"nodeport-keys-v4": 1, "nodeport-local-dnat-n1-v4": 1, "nodeport-backends-v4": 1, "nodeport-no-endpoints-drop-v4": 1}
+	want = map[string]int{"service-keys-v4": 2, "service-dnat-n1-v4": 1, "mark-outside-v4": 1,
+		"local-mark-v4": 1, "service-local-dnat-n1-v4": 1, "no-endpoints-drop-v4": 1, "firewall-v4": 1, "firewall-allow-v4": 1,
+		"nodeport-keys-v4": 1, "nodeport-local-mark-v4": 1, "nodeport-local-dnat-n1-v4": 1, "nodeport-no-endpoints-drop-v4": 1}
 	if got := setCounts(r.elems); !maps.Equal(got, want) {
 		t.Errorf("eTP Local: %v\nwant %v", got, want)
 	}
 	for _, e := range r.elems {
 		switch e.ref.kind {
-		case setNPBackends:
-			if ord := binary.NativeEndian.Uint32([]byte(e.key[8:])); ord != localOrdinalBase {
-				t.Errorf("short-circuit ordinal %d", ord)
+		case setNPLocalDNAT:
+			if e.key[8:] != "\x00\x00\x00\x00" || e.val != backendValue(ext.ClusterEndpoints[0]) {
+				t.Errorf("short-circuit %x : %x", e.key, e.val)
 			}
 		case setFirewallAllow:
 			if e.key[12:] != string([]byte{198, 18, 0, 0}) || e.val[12:] != string([]byte{198, 18, 0, 255}) {
@@ -213,32 +213,32 @@ func TestPlanSync(t *testing.T) {
 	b := clusterPort(pname("ns", "b", ""), addrs("10.96.0.2"), tgt("10.244.1.2", 80))
 	c := newCommitted()
 	p := cfg.planSync(c, &service.State{Ports: []service.PortState{a, b}})
-	if len(p.delElems) != 0 || len(p.addElems) != 5+4+2 || !slices.Equal(names(p.addCountSets), []string{"dnat-n1-v4", "dnat-n2-v4"}) ||
-		!slices.Equal(names(p.rewrite[setDNAT]), []string{"dnat-n1-v4", "dnat-n2-v4"}) || p.objDelta != 2 {
-		t.Errorf("first plan: +%d -%d elements, sets %v, rewrite %v, objDelta %d", len(p.addElems), len(p.delElems), p.addCountSets, p.rewrite, p.objDelta)
+	if len(p.delElems) != 0 || len(p.addElems) != 4+3+2 || !slices.Equal(names(p.addCountSets), []string{"service-dnat-n1-v4", "service-dnat-n2-v4"}) ||
+		p.objDelta != 2 {
+		t.Errorf("first plan: +%d -%d elements, maps %v, objDelta %d", len(p.addElems), len(p.delElems), p.addCountSets, p.objDelta)
 	}
 	// Nothing changed: empty plan.
 	if p := cfg.planSync(c, &service.State{Ports: []service.PortState{a, b}}); !p.empty() {
 		t.Errorf("unchanged state planned %+v", p)
 	}
-	// One endpoint of a removed: a moves from dnat-n2 to dnat-n1 (the set
-	// and its rule go), its second backend goes, b is untouched.
+	// One endpoint of a removed: a moves from the map of count 2 to that of
+	// count 1 (the map of 2 and its rule go), b is untouched.
 	a2 := clusterPort(a.Name, a.ClusterIPs, tgt("10.244.1.2", 80))
 	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a2, b}})
-	if got, want := setCounts(p.delElems), map[string]int{"dnat-n2-v4": 1, "backends-v4": 1}; !maps.Equal(got, want) {
+	if got, want := setCounts(p.delElems), map[string]int{"service-dnat-n2-v4": 2}; !maps.Equal(got, want) {
 		t.Errorf("endpoint removal deletes %v, want %v", got, want)
 	}
-	if got := setCounts(p.addElems); !maps.Equal(got, map[string]int{"dnat-n1-v4": 1}) {
+	if got := setCounts(p.addElems); !maps.Equal(got, map[string]int{"service-dnat-n1-v4": 1}) {
 		t.Errorf("endpoint removal adds %v", got)
 	}
-	if !slices.Equal(names(p.delCountSets), []string{"dnat-n2-v4"}) || !slices.Equal(names(p.rewrite[setDNAT]), []string{"dnat-n1-v4"}) || p.objDelta != -1 {
-		t.Errorf("endpoint removal: sets -%v, rewrite %v, objDelta %d", p.delCountSets, p.rewrite, p.objDelta)
+	if !slices.Equal(names(p.delCountSets), []string{"service-dnat-n2-v4"}) || len(p.addCountSets) != 0 || p.objDelta != -1 {
+		t.Errorf("endpoint removal: maps +%v -%v, objDelta %d", p.addCountSets, p.delCountSets, p.objDelta)
 	}
 	// A second port on a's ClusterIP shares the cluster-ips element.
 	a3 := a2
 	a3.Name.Port, a3.Port = "other", 81
 	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a2, a3, b}})
-	if got := setCounts(p.addElems); got["cluster-ips-v4"] != 0 || got["dnat-n1-v4"] != 1 {
+	if got := setCounts(p.addElems); got["cluster-ips-v4"] != 0 || got["service-dnat-n1-v4"] != 1 {
 		t.Errorf("second port adds %v", got)
 	}
 	p = cfg.planSync(c, &service.State{Ports: []service.PortState{a3, b}})
@@ -254,7 +254,7 @@ func TestPlanSync(t *testing.T) {
 	extKey := svcKey(netip.MustParseAddr("192.0.2.7"), 6, 80)
 	backendOf := func(els []renderedElem) string {
 		for _, e := range els {
-			if e.ref.kind == setBackends && e.key == ordinalKey(extKey, 0) {
+			if e.ref.kind == setDNAT && e.key == ordinalKey(extKey, 0) {
 				return e.val
 			}
 		}
@@ -280,7 +280,7 @@ func TestPlanSync(t *testing.T) {
 	for _, cp := range []*svcCommitted{c} {
 		added = len(cp.ports) + len(cp.claims) + len(cp.shared) + len(cp.counts)
 	}
-	if len(p.addElems) != 0 || added != 0 || len(p.delChains) != 2 || len(p.delSets) != 1 || len(p.rewrite[setDNAT]) != 0 || len(p.delCountSets) != 1 {
+	if len(p.addElems) != 0 || added != 0 || len(p.delChains) != 2 || len(p.delSets) != 1 || len(p.delCountSets) != 1 {
 		t.Errorf("removal left %d objects, added %d elements, deleted chains %q sets %v count sets %v", added, len(p.addElems), p.delChains, p.delSets, p.delCountSets)
 	}
 }
