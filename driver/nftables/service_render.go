@@ -355,8 +355,8 @@ func (r setRef) nodePortKeyed() bool {
 }
 
 var (
-	typeSvcKey   = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService)}
-	typeNPKey    = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService)
+	typeSvcKey = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService)}
+	typeNPKey  = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService)
 	// The ordinal (numgen's result) is typed as a mark: a 4-byte integer in
 	// host byte order that nft can print.
 	typeBackKey  = [2]nft.SetDatatype{nft.MustConcatSetType(nft.TypeIPAddr, nft.TypeInetProto, nft.TypeInetService, nft.TypeMark), nft.MustConcatSetType(nft.TypeIP6Addr, nft.TypeInetProto, nft.TypeInetService, nft.TypeMark)}
