@@ -105,6 +105,30 @@
 // established flows (UDP ones especially) keep their old translation until
 // they expire, as with other nftables NAT rules.
 //
+// # Service proxy
+//
+// ServiceProxy's table is flat: a service port is elements of a few sets
+// and maps keyed by "daddr . l4proto . dport" (node ports: "l4proto .
+// dport"), not chains of its own as in kube-proxy. The endpoints of a key
+// with N of them are "key . 0" to "key . N-1" in the map of that count, and
+// one rule per count in use DNATs to "key . numgen random mod N" there:
+//
+//	chain service-dnat {
+//		dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-dnat-n3-v4
+//		...
+//	}
+//
+// Masquerade marks, the eTP Local short-circuit, loadBalancerSourceRanges,
+// hairpin and the refusal of traffic without endpoints are set lookups in
+// fixed chains (see skeleton in service.go). A service change is therefore
+// only element additions and deletions: the kernel neither looks sets up by
+// name nor revalidates the jump graph, and with service.Hint.Exact the Go
+// side only looks at the ports that changed, so one change costs about the
+// same with ten services or ten thousand. Ports with session affinity keep
+// kube-proxy's per-service and per-endpoint chains (per-endpoint affinity
+// sets with timeouts, which nft can read), reached through a verdict map.
+// The table stays readable (and re-readable) with "nft list table".
+//
 // # Namespaces and kernel features
 //
 // NewMasquerade creates its netlink socket inside the target namespace, so

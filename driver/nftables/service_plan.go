@@ -252,6 +252,20 @@ func (p *svcPlan) diff(c *svcCommitted, old, new *portRender) {
 		}
 		c.counts[r] += d
 	}
+	if len(old.elems)+len(old.shared)+len(old.chains)+len(old.sets) == 0 { // a new port: everything is added
+		p.addElems = append(p.addElems, new.elems...)
+		for _, e := range new.elems {
+			count(e.ref, 1)
+		}
+		for _, e := range new.shared {
+			id := elemID{e.ref, e.key}
+			if c.shared[id]++; c.shared[id] == 1 {
+				p.addElems = append(p.addElems, e)
+			}
+		}
+		p.diffChains(old, new)
+		return
+	}
 	oldVals := make(map[elemID]string, len(old.elems))
 	for _, e := range old.elems {
 		oldVals[elemID{e.ref, e.key}] = e.val

@@ -9,7 +9,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -663,6 +665,21 @@ func TestServiceDumpExamplePrivileged(t *testing.T) {
 	_ = s.Cleanup(context.Background())
 }
 
+// peakRSS reads the process's peak resident set size (VmHWM).
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
+}
+
 func benchPorts(n, eps int) []service.PortState {
 	ps := make([]service.PortState, n)
 	for i := range n {
@@ -688,6 +705,15 @@ func BenchmarkServiceSync(b *testing.B) {
 				if err := s.Sync(ctx, st, service.Hint{Full: true}); err != nil {
 					b.Fatal(err)
 				}
+			}
+			// What stays: the driver's view of the table and the State.
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MB")
+			b.ReportMetric(float64(ms.HeapAlloc)/float64(n), "heap-B/service")
+			if hwm, err := peakRSS(); err == nil {
+				b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MB")
 			}
 		})
 	}

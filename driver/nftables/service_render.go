@@ -642,7 +642,16 @@ func prefixBounds(p netip.Prefix) (first, last netip.Addr) {
 }
 
 func targetsOf(ts []service.Target, fam int) []service.Target {
-	var out []service.Target
+	n := 0
+	for _, t := range ts {
+		if famIndex(t.Addr) == fam {
+			n++
+		}
+	}
+	if n == len(ts) {
+		return ts // single-stack: no copy (read only)
+	}
+	out := make([]service.Target, 0, n)
 	for _, t := range ts {
 		if famIndex(t.Addr) == fam {
 			out = append(out, t)
@@ -652,7 +661,16 @@ func targetsOf(ts []service.Target, fam int) []service.Target {
 }
 
 func addrsOf(as []netip.Addr, fam int) []netip.Addr {
-	var out []netip.Addr
+	n := 0
+	for _, a := range as {
+		if famIndex(a) == fam {
+			n++
+		}
+	}
+	if n == len(as) {
+		return as // no copy (read only)
+	}
+	out := make([]netip.Addr, 0, n)
 	for _, a := range as {
 		if famIndex(a) == fam {
 			out = append(out, a)
