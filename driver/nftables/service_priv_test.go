@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -54,7 +55,7 @@ func svcPodAddr(i, fam int) netip.Addr {
 	return netip.MustParseAddr(fmt.Sprintf("fd00:10:244:%d::2", i+1))
 }
 
-func newSvcTopology(t *testing.T) *svcTopology {
+func newSvcTopology(t testing.TB) *svcTopology {
 	sb := sandbox.New(t)
 	tp := &svcTopology{client: sb.Namespace("client"), node: sb.Namespace("node")}
 	sb.Connect(tp.client, "eth0", prefixes("198.18.0.2/24", "2001:db8::2/64"),
@@ -92,7 +93,7 @@ func newSvcTopology(t *testing.T) *svcTopology {
 
 // serveWho serves TCP and UDP on addr, answering each line or datagram with
 // "<name> <client address as seen>".
-func serveWho(t *testing.T, ns *sandbox.NS, name string, addr netip.AddrPort) {
+func serveWho(t testing.TB, ns *sandbox.NS, name string, addr netip.AddrPort) {
 	ln, _, err := ns.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -688,7 +689,7 @@ func benchPorts(n, eps int) []service.PortState {
 			ts = append(ts, service.Target{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i / 250), byte(1 + (i*eps+j)%250)}), Port: uint16(8000 + j)})
 		}
 		ps[i] = clusterPort(pname("bench", fmt.Sprintf("svc-%05d", i), ""),
-			[]netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})}, ts...)
+			[]netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(128 + i>>8), byte(i)})}, ts...)
 	}
 	service.SortPorts(ps)
 	return ps
@@ -763,5 +764,35 @@ func benchIncremental(b *testing.B, n int) {
 	})
 	if s.fullSyncs != 1 {
 		b.Errorf("%d full syncs in incremental benchmarks", s.fullSyncs)
+	}
+}
+
+// BenchmarkFirstPacket times a new TCP connection from a pod to a ClusterIP
+// whose endpoint is another pod of the node, with the service alone in the
+// table and with 10k others: the first packet of each connection goes
+// through the nat chains (later ones follow conntrack).
+func BenchmarkFirstPacket(b *testing.B) {
+	tp := newSvcTopology(b)
+	s := newSvcProxy(b, tp.node, "kwbench")
+	web := webPort(1)
+	target := netip.AddrPortFrom(svcCIP4, 80).String()
+	for _, n := range []int{1, 10000} {
+		mustSync(b, s, state(append(benchPorts(n-1, 10), web)...), service.Hint{Full: true})
+		b.Run(fmt.Sprintf("services-%d", n), func(b *testing.B) {
+			err := tp.pods[0].Do(func() error {
+				for b.Loop() {
+					c, err := net.DialTimeout("tcp", target, time.Second)
+					if err != nil {
+						return err
+					}
+					c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT: ports are not exhausted
+					c.Close()
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }
