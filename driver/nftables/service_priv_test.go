@@ -344,6 +344,15 @@ func TestServicePrivileged(t *testing.T) {
 			refused(tp.client, "tcp", ap4(fam, svcLB4, svcLB6, 80))
 			refused(tp.client, "tcp", ap4(fam, svcNode4, svcNode6, 30080))
 		}
+		// Another port of a live ClusterIP is refused too (the service
+		// has port 80 only).
+		mustSync(t, s, state(webPort(0)), service.Hint{})
+		for fam := range 2 {
+			mustWho(t, pod0, "tcp", ap4(fam, svcCIP4, svcCIP6, 80))
+			refused(pod0, "tcp", ap4(fam, svcCIP4, svcCIP6, 81))
+			refused(pod0, "udp", ap4(fam, svcCIP4, svcCIP6, 81))
+			refused(tp.node, "tcp", ap4(fam, svcCIP4, svcCIP6, 81))
+		}
 	})
 
 	t.Run("iTP Local without local endpoint drops", func(t *testing.T) {
@@ -408,6 +417,10 @@ func TestServicePrivileged(t *testing.T) {
 				t.Errorf("%s: client outside the source ranges reached the LB IP", famName(fam))
 			}
 			mustWho(t, tp.client, "tcp", ap4(fam, svcExt4, svcExt6, 80)) // not an LB IP
+			mustWho(t, tp.node, "tcp", ap4(fam, svcLB4, svcLB6, 80))     // the node itself passes
+			if _, _, err := who(pod0, "tcp", ap4(fam, svcLB4, svcLB6, 80), 500*time.Millisecond); err == nil {
+				t.Errorf("%s: a pod outside the source ranges reached the LB IP", famName(fam))
+			}
 		}
 		p.SourceRanges = prefixes("198.18.0.0/24", "2001:db8::/64")
 		mustSync(t, s, state(p), service.Hint{})
