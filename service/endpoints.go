@@ -136,10 +136,20 @@ func rank(b Backend) int {
 	return 0
 }
 
-// NodeInfo is what endpoint selection needs to know about this node.
+// NodeInfo is what the proxy needs to know about this node.
 type NodeInfo struct {
 	Name string
 	Zone string
+	// Addresses are the node's primary addresses, at most one per family
+	// (kubeconv.Node takes the first InternalIP, else ExternalIP, of each):
+	// node ports answer on them unless the dataplane is configured with
+	// its own list (kube-proxy's nodePortAddresses "primary").
+	Addresses []netip.Addr
+}
+
+// Equal reports whether two NodeInfos are the same.
+func (n NodeInfo) Equal(o NodeInfo) bool {
+	return n.Name == o.Name && n.Zone == o.Zone && slices.Equal(n.Addresses, o.Addresses)
 }
 
 // Selection is the endpoints one node uses for one service port.

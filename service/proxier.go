@@ -88,7 +88,7 @@ func NewProxier(cfg Config) (*Proxier, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxier{
-		cfg: cfg, log: log, node: cfg.Node,
+		cfg: cfg, log: log, node: NodeInfo{Name: cfg.Node.Name, Zone: cfg.Node.Zone, Addresses: slices.Clone(cfg.Node.Addresses)},
 		services: map[Name]*Service{},
 		slices:   map[Name]map[string]*EndpointSlice{},
 		dirty:    map[Name]bool{},
@@ -204,14 +204,15 @@ func (p *Proxier) OnEndpointSliceDelete(es *EndpointSlice) {
 	}
 }
 
-// OnNodeUpdate records this node's new name or zone; every service is
-// recomputed (topology hints depend on them).
+// OnNodeUpdate records this node's new name, zone or addresses; every
+// service is recomputed (topology hints depend on them) in a full sync.
 func (p *Proxier) OnNodeUpdate(n NodeInfo) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n == p.node {
+	if n.Equal(p.node) {
 		return
 	}
+	n.Addresses = slices.Clone(n.Addresses)
 	p.node = n
 	p.needFull = true
 	for name := range p.services {
@@ -271,7 +272,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 	p.updateSorted(changed)
-	st := &State{Ports: slices.Clone(p.sorted)}
+	st := &State{Ports: slices.Clone(p.sorted), NodeAddresses: slices.Clone(p.node.Addresses)}
 	p.dirty = map[Name]bool{}
 	pending := p.pending
 	p.pending = 0

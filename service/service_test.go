@@ -270,6 +270,27 @@ func TestProxierSyncs(t *testing.T) {
 	}
 }
 
+func TestProxierNodeAddresses(t *testing.T) {
+	p, dp := newProxier(t)
+	ctx := context.Background()
+	p.OnServiceAdd(svc(func(s *service.Service) { s.Ports[0].NodePort = 30080 }))
+	p.OnEndpointSliceAdd(slice("s1", 8080, ready("10.244.1.2", "n1")))
+	primary := netip.MustParseAddr("192.168.1.7")
+	p.OnNodeUpdate(service.NodeInfo{Name: "n1", Zone: "z1", Addresses: []netip.Addr{primary}})
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := dp.Hints(); !h[len(h)-1].Full {
+		t.Errorf("node addresses changed: hint %+v, want a full sync", h[len(h)-1])
+	}
+	if r := dp.Trace(netip.MustParseAddr("198.18.5.7"), false, service.TCP, netip.AddrPortFrom(primary, 30080)); r.Verdict != fake.VerdictForward {
+		t.Errorf("node port on the node's primary address: %+v", r)
+	}
+	if r := dp.Trace(netip.MustParseAddr("198.18.5.7"), false, service.TCP, netip.MustParseAddrPort("198.18.0.1:30080")); r.Verdict != fake.VerdictNoMatch {
+		t.Errorf("node port on another address: %+v, want no match", r)
+	}
+}
+
 func TestProxierTrace(t *testing.T) {
 	p, dp := newProxier(t)
 	ctx := context.Background()
@@ -299,7 +320,8 @@ func TestProxierTrace(t *testing.T) {
 		{"LB IP from an allowed source", client, false, "198.18.9.1:80", fake.VerdictForward, "10.244.1.2", false},
 		{"LB IP from another source", netip.MustParseAddr("198.18.6.1"), false, "198.18.9.1:80", fake.VerdictDrop, "", false},
 		{"hairpin", netip.MustParseAddr("10.244.1.2"), true, "10.96.0.10:80", fake.VerdictForward, "10.244.1.2 10.244.2.2", true},
-		{"wrong port", client, false, "10.96.0.10:81", fake.VerdictNoMatch, "", false},
+		{"another port of the ClusterIP", client, false, "10.96.0.10:81", fake.VerdictReject, "", false},
+		{"not a service", client, false, "10.96.0.11:80", fake.VerdictNoMatch, "", false},
 		{"IPv6 service, no IPv6 endpoint", client, true, "[fd00:10:96::10]:80", fake.VerdictDrop, "", false},
 	} {
 		r := dp.Trace(tc.src, tc.local, service.TCP, netip.MustParseAddrPort(tc.dst))

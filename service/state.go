@@ -14,6 +14,9 @@ import (
 type State struct {
 	// Ports holds one entry per service port, sorted by Name.
 	Ports []PortState
+	// NodeAddresses are the node's primary addresses (NodeInfo.Addresses),
+	// where node ports answer unless the dataplane has its own list.
+	NodeAddresses []netip.Addr
 }
 
 // PortState is one service port as the dataplane must serve it.

@@ -21,8 +21,9 @@ type Services struct {
 	affinity map[affinityKey]service.Target
 	hints    []service.Hint
 	fail     error
-	// NodeAddrs are the node's addresses: node ports answer on them, and
-	// Trace treats sources among them as the node itself.
+	// NodeAddrs are the node's addresses: node ports answer on them (unless
+	// the State names the node's addresses), and Trace treats sources among
+	// them as the node itself.
 	NodeAddrs []netip.Addr
 }
 
@@ -49,7 +50,7 @@ func (f *Services) Sync(ctx context.Context, st *service.State, hint service.Hin
 		f.fail = nil
 		return err
 	}
-	f.st = service.State{Ports: slices.Clone(st.Ports)}
+	f.st = service.State{Ports: slices.Clone(st.Ports), NodeAddresses: slices.Clone(st.NodeAddresses)}
 	f.affinity = nil
 	f.hints = append(f.hints, hint)
 	return nil
@@ -141,6 +142,10 @@ type TraceResult struct {
 func (f *Services) Trace(src netip.Addr, fromLocal bool, proto service.Protocol, dst netip.AddrPort) TraceResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	nodePortAddrs := f.NodeAddrs
+	if len(f.st.NodeAddresses) > 0 {
+		nodePortAddrs = f.st.NodeAddresses
+	}
 	for _, p := range f.st.Ports {
 		if p.Protocol != proto {
 			continue
@@ -150,11 +155,11 @@ func (f *Services) Trace(src netip.Addr, fromLocal bool, proto service.Protocol,
 		case dst.Port() == p.Port && slices.Contains(p.ClusterIPs, dst.Addr()):
 		case dst.Port() == p.Port && (slices.Contains(p.ExternalIPs, dst.Addr()) || slices.Contains(p.LoadBalancerIPs, dst.Addr())):
 			external = true
-			if slices.Contains(p.LoadBalancerIPs, dst.Addr()) && len(p.SourceRanges) > 0 &&
+			if slices.Contains(p.LoadBalancerIPs, dst.Addr()) && len(p.SourceRanges) > 0 && !fromLocal &&
 				!slices.ContainsFunc(p.SourceRanges, func(r netip.Prefix) bool { return r.Contains(src) }) {
 				return TraceResult{Verdict: VerdictDrop}
 			}
-		case p.NodePort != 0 && dst.Port() == p.NodePort && slices.Contains(f.NodeAddrs, dst.Addr()):
+		case p.NodePort != 0 && dst.Port() == p.NodePort && slices.Contains(nodePortAddrs, dst.Addr()):
 			external = true
 		default:
 			continue
@@ -181,11 +186,16 @@ func (f *Services) Trace(src netip.Addr, fromLocal bool, proto service.Protocol,
 			return TraceResult{Verdict: VerdictDrop}
 		}
 		for _, t := range fam {
-			if t.Addr == src { // hairpin
+			if t.Addr == src && t.Local { // hairpin
 				masq = true
 			}
 		}
 		return TraceResult{Verdict: VerdictForward, Targets: fam, Masquerade: masq}
+	}
+	for _, p := range f.st.Ports {
+		if slices.Contains(p.ClusterIPs, dst.Addr()) {
+			return TraceResult{Verdict: VerdictReject} // another port of a live ClusterIP
+		}
 	}
 	return TraceResult{Verdict: VerdictNoMatch}
 }

@@ -27,6 +27,7 @@ type ServiceProxy struct {
 
 	// Guarded by tableConn.mu (only touched inside withConn).
 	committed *svcCommitted // after the last sync; nil: next sync is full
+	eff       svcConfig     // cfg with the node-port addresses the table was built with
 	objects   int           // chains and sets the table should count
 	postRules int           // rules of nat-postrouting
 	fullSyncs int           // full rebuilds done, for tests
@@ -65,8 +66,12 @@ func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service
 		full bool
 		plan *svcPlan
 	)
+	if err := validateNodeAddresses(st); err != nil {
+		return err
+	}
 	err := s.withConn(ctx, func(c *nft.Conn) error {
-		full = hint.Full || s.committed == nil || !s.intact(c)
+		eff := s.cfg.withNodeAddresses(st.NodeAddresses)
+		full = hint.Full || s.committed == nil || !eff.sameNodePorts(&s.eff) || !s.intact(c)
 		if full || !hint.Exact {
 			if err := validateState(st); err != nil {
 				return err
@@ -76,21 +81,21 @@ func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service
 		s.committed = nil // a failure below leaves the next sync full
 		if full {
 			cm = newCommitted()
-			plan = s.cfg.planSync(cm, st)
+			plan = eff.planSync(cm, st)
 		} else if hint.Exact {
 			var err error
-			if plan, err = s.cfg.planChanged(cm, st, hint.Changed); err != nil {
+			if plan, err = eff.planChanged(cm, st, hint.Changed); err != nil {
 				s.committed = cm // nothing was changed
 				return err
 			}
 		} else {
-			plan = s.cfg.planSync(cm, st)
+			plan = eff.planSync(cm, st)
 		}
 		if !full && plan.empty() {
 			s.committed = cm
 			return nil
 		}
-		q := svcQueue{c: c, table: s.table, nextID: firstDynamicSetID, cfg: &s.cfg, sets: map[setRef]*nft.Set{}}
+		q := svcQueue{c: c, table: s.table, nextID: firstDynamicSetID, cfg: &eff, sets: map[setRef]*nft.Set{}}
 		if full {
 			s.removeTable(c)
 			if err := q.skeleton(); err != nil {
@@ -111,7 +116,7 @@ func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service
 			s.fullSyncs++
 		}
 		s.objects += plan.objDelta
-		s.committed = cm
+		s.committed, s.eff = cm, eff
 		return nil
 	})
 	if err != nil {

@@ -269,6 +269,31 @@ func TestServicePrivileged(t *testing.T) {
 		mustWho(t, tp.node, "tcp", netip.AddrPortFrom(svcNode4, 30080))
 	})
 
+	t.Run("node ports on the node's addresses", func(t *testing.T) {
+		gw := netip.MustParseAddr("10.244.1.1") // a local address, not the node's
+		st := state(webPort(0, 1, 2))
+		before := s.fullSyncs
+		mustSync(t, s, st, service.Hint{})
+		mustWho(t, tp.node, "tcp", netip.AddrPortFrom(gw, 30080)) // every local address
+		st.NodeAddresses = []netip.Addr{svcNode4}
+		mustSync(t, s, st, service.Hint{})
+		if s.fullSyncs != before+1 {
+			t.Errorf("node addresses changed: %d full syncs, want 1", s.fullSyncs-before)
+		}
+		mustWho(t, tp.client, "tcp", netip.AddrPortFrom(svcNode4, 30080))
+		for _, c := range []struct {
+			from *sandbox.NS
+			tg   netip.AddrPort
+		}{{tp.node, netip.AddrPortFrom(gw, 30080)}, {tp.client, netip.AddrPortFrom(svcNode6, 30080)}} {
+			if name, _, err := who(c.from, "tcp", c.tg, 500*time.Millisecond); err == nil {
+				t.Errorf("%s -> %s answered by %s, want no node port there", c.from.Role, c.tg, name)
+			}
+		}
+		st.NodeAddresses = nil
+		mustSync(t, s, st, service.Hint{})
+		mustWho(t, tp.client, "tcp", netip.AddrPortFrom(svcNode6, 30080))
+	})
+
 	t.Run("cluster traffic keeps pod source", func(t *testing.T) {
 		for fam := range 2 {
 			for range 5 {

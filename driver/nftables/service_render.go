@@ -67,8 +67,11 @@ func famIndex(a netip.Addr) int {
 type ServiceOptions struct {
 	Options
 	// NodePortAddresses are the addresses node ports answer on. Empty means
-	// every local address (fib daddr type local, loopback excluded). When
-	// set, a family without an address here gets no node ports.
+	// the node's primary addresses as the State gives them
+	// (service.State.NodeAddresses, from service.NodeInfo), and every local
+	// address (fib daddr type local, loopback excluded) when the State has
+	// none. Either way, as with kube-proxy, a family without an address in
+	// the list gets no node ports.
 	NodePortAddresses []netip.Addr
 	// ClusterCIDRs are the pod ranges: traffic from outside them to a
 	// ClusterIP is masqueraded (the local traffic detector). A family
@@ -80,14 +83,41 @@ type ServiceOptions struct {
 
 // svcConfig is validated ServiceOptions.
 type svcConfig struct {
-	nodePortIPs   [2][]netip.Addr // sorted
-	anyNodePort   bool            // NodePortAddresses empty
-	clusterCIDRs  [2][]addrRange
-	masqueradeAll bool
+	nodePortIPs    [2][]netip.Addr // sorted
+	anyNodePort    bool            // no addresses: every local one
+	fixedNodePorts bool            // NodePortAddresses set
+	clusterCIDRs   [2][]addrRange
+	masqueradeAll  bool
+}
+
+// withNodeAddresses is cfg with the node-port addresses for a State whose
+// node addresses are addrs (already validated).
+func (cfg svcConfig) withNodeAddresses(addrs []netip.Addr) svcConfig {
+	if cfg.fixedNodePorts {
+		return cfg
+	}
+	cfg.nodePortIPs = [2][]netip.Addr{}
+	for _, a := range addrs {
+		cfg.nodePortIPs[famIndex(a)] = append(cfg.nodePortIPs[famIndex(a)], a)
+	}
+	for f := range 2 {
+		slices.SortFunc(cfg.nodePortIPs[f], netip.Addr.Compare)
+		cfg.nodePortIPs[f] = slices.Compact(cfg.nodePortIPs[f])
+	}
+	cfg.anyNodePort = len(addrs) == 0
+	return cfg
+}
+
+// sameNodePorts reports whether two configurations put node ports on the
+// same addresses (else the table is rebuilt).
+func (cfg *svcConfig) sameNodePorts(o *svcConfig) bool {
+	return cfg.anyNodePort == o.anyNodePort && slices.Equal(cfg.nodePortIPs[0], o.nodePortIPs[0]) &&
+		slices.Equal(cfg.nodePortIPs[1], o.nodePortIPs[1])
 }
 
 func buildSvcConfig(o ServiceOptions) (svcConfig, error) {
-	cfg := svcConfig{anyNodePort: len(o.NodePortAddresses) == 0, masqueradeAll: o.MasqueradeAll}
+	cfg := svcConfig{anyNodePort: len(o.NodePortAddresses) == 0, fixedNodePorts: len(o.NodePortAddresses) > 0,
+		masqueradeAll: o.MasqueradeAll}
 	for i, a := range o.NodePortAddresses {
 		f := fmt.Sprintf("ServiceOptions.NodePortAddresses[%d]", i)
 		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" || a.Is4In6() {
@@ -112,6 +142,9 @@ var svcProtos = map[service.Protocol]byte{service.TCP: unix.IPPROTO_TCP, service
 // validateState checks what the ruleset relies on: known protocols, ports,
 // valid addresses and unique port names.
 func validateState(st *service.State) error {
+	if err := validateNodeAddresses(st); err != nil {
+		return err
+	}
 	seen := make(map[service.PortName]bool, len(st.Ports))
 	for i := range st.Ports {
 		p := &st.Ports[i]
@@ -121,6 +154,15 @@ func validateState(st *service.State) error {
 		seen[p.Name] = true
 		if err := validatePort(i, p); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+func validateNodeAddresses(st *service.State) error {
+	for i, a := range st.NodeAddresses {
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" || a.Is4In6() {
+			return invalid(fmt.Sprintf("State.NodeAddresses[%d]", i), a.String(), "not a unicast address")
 		}
 	}
 	return nil

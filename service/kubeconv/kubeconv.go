@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -517,4 +518,44 @@ func parsePrefix(s string) (netip.Prefix, bool) {
 	}
 	p, err := ip.Prefix(n)
 	return p, err == nil
+}
+
+// Node converts the Node the proxy runs on: its name, its zone (label
+// topology.kubernetes.io/zone) and its primary addresses, the first
+// InternalIP of each family, else its first ExternalIP (as kube-proxy's
+// nodePortAddresses "primary" and the kubelet's node IPs). Unparsable
+// addresses are an error naming the field.
+func Node(n *v1.Node) (service.NodeInfo, error) {
+	if n == nil {
+		return service.NodeInfo{}, fmt.Errorf("kubeconv: nil Node: %w", service.ErrInvalid)
+	}
+	info := service.NodeInfo{Name: n.Name, Zone: n.Labels[v1.LabelTopologyZone]}
+	obj := "node " + n.Name
+	var byType [2][2]netip.Addr // [InternalIP, ExternalIP][v4, v6]
+	for i, a := range n.Status.Addresses {
+		kind := slices.Index([]v1.NodeAddressType{v1.NodeInternalIP, v1.NodeExternalIP}, a.Type)
+		if kind < 0 {
+			continue
+		}
+		ip, why := parseUnicast(a.Address)
+		if why != "" {
+			return service.NodeInfo{}, &fieldError{obj: obj, field: fmt.Sprintf("status.addresses[%d].address", i), value: a.Address, reason: why}
+		}
+		fam := 0
+		if ip.Is6() {
+			fam = 1
+		}
+		if !byType[kind][fam].IsValid() {
+			byType[kind][fam] = ip
+		}
+	}
+	for fam := range 2 {
+		for kind := range 2 {
+			if a := byType[kind][fam]; a.IsValid() {
+				info.Addresses = append(info.Addresses, a)
+				break
+			}
+		}
+	}
+	return info, nil
 }

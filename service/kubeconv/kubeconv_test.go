@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -574,6 +575,9 @@ func TestNil(t *testing.T) {
 	if _, err := EndpointSlice(nil); !errors.Is(err, service.ErrInvalid) {
 		t.Errorf("EndpointSlice(nil): %v", err)
 	}
+	if _, err := Node(nil); !errors.Is(err, service.ErrInvalid) {
+		t.Errorf("Node(nil): %v", err)
+	}
 }
 
 // slice returns an IPv4 slice web-abc of default/web, modified by fs.
@@ -915,5 +919,28 @@ func TestEndpointSliceTriggerTime(t *testing.T) {
 	es.Annotations[v1.EndpointsLastChangeTriggerTime] = "yesterday"
 	if got, err := EndpointSlice(es); err != nil || !got.TriggerTime.IsZero() {
 		t.Fatalf("malformed stamp: %v, %v", got.TriggerTime, err)
+	}
+}
+
+func TestNode(t *testing.T) {
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{v1.LabelTopologyZone: "zone-1"}},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
+			{Type: v1.NodeHostName, Address: "node-a"},
+			{Type: v1.NodeExternalIP, Address: "203.0.113.7"},
+			{Type: v1.NodeExternalIP, Address: "2001:db8::7"},
+			{Type: v1.NodeInternalIP, Address: "192.168.1.7"},
+			{Type: v1.NodeInternalIP, Address: "192.168.1.8"},
+		}}}
+	got, err := Node(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := service.NodeInfo{Name: "node-a", Zone: "zone-1", Addresses: []netip.Addr{netip.MustParseAddr("192.168.1.7"), netip.MustParseAddr("2001:db8::7")}}
+	if !got.Equal(want) {
+		t.Errorf("Node = %+v, want %+v (first InternalIP per family, else ExternalIP)", got, want)
+	}
+	n.Status.Addresses[3].Address = "192.168.1"
+	if _, err := Node(n); !errors.Is(err, service.ErrInvalid) || !strings.Contains(err.Error(), "status.addresses[3].address") {
+		t.Errorf("bad address: %v", err)
 	}
 }
