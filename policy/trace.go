@@ -1,0 +1,113 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Step is the decision of one side of a connection: the egress policy of
+// its source pod or the ingress policy of its destination pod.
+type Step struct {
+	// Pod is the pod on this side (zero when the address is no pod's).
+	Pod Key
+	// Isolated: some policy selects the pod for this direction.
+	Isolated bool
+	// Node: the peer is the pod's own node, always allowed.
+	Node bool
+	// AllowedBy lists the rules that allow the packet (empty when denied).
+	AllowedBy []RuleID
+	// Policies are the policies isolating the pod (when denied, these are
+	// the policies none of whose rules allow it).
+	Policies []Key
+}
+
+// Allowed reports whether this side lets the packet through.
+func (s Step) Allowed() bool { return !s.Isolated || s.Node || len(s.AllowedBy) > 0 }
+
+// Decision is the verdict on a new connection and how it was reached.
+type Decision struct {
+	Allowed bool
+	Egress  Step // the source pod's side
+	Ingress Step // the destination pod's side
+}
+
+// String explains the decision in one line.
+func (d Decision) String() string {
+	verdict := "denied"
+	if d.Allowed {
+		verdict = "allowed"
+	}
+	return verdict + ": egress " + d.Egress.explain() + "; ingress " + d.Ingress.explain()
+}
+
+func (s Step) explain() string {
+	switch {
+	case s.Pod == (Key{}):
+		return "not a pod"
+	case !s.Isolated:
+		return s.Pod.String() + " not isolated"
+	case s.Node:
+		return s.Pod.String() + " with its own node"
+	case len(s.AllowedBy) > 0:
+		ids := make([]string, len(s.AllowedBy))
+		for i, id := range s.AllowedBy {
+			ids[i] = id.String()
+		}
+		return s.Pod.String() + " allowed by " + strings.Join(ids, ", ")
+	}
+	ps := make([]string, len(s.Policies))
+	for i, p := range s.Policies {
+		ps[i] = p.String()
+	}
+	return fmt.Sprintf("%s isolated by %s, no rule allows it", s.Pod, strings.Join(ps, ", "))
+}
+
+// Trace decides a new connection from src to dst on proto/port (the
+// destination port after service DNAT: the pod's own port). Replies of
+// allowed connections are not traced: they always pass.
+func (p *Program) Trace(src, dst netip.Addr, proto Protocol, port uint16) Decision {
+	d := Decision{
+		Egress:  p.step(src, Egress, dst, proto, port),
+		Ingress: p.step(dst, Ingress, src, proto, port),
+	}
+	d.Allowed = d.Egress.Allowed() && d.Ingress.Allowed()
+	return d
+}
+
+func (p *Program) step(self netip.Addr, dir Direction, peer netip.Addr, proto Protocol, port uint16) Step {
+	s := Step{Pod: p.pods[self]}
+	pp := p.byIP[self]
+	if pp == nil || pp.Dirs[dir] == nil {
+		return s
+	}
+	dp := pp.Dirs[dir]
+	s.Isolated, s.Policies = true, dp.Policies
+	for _, n := range pp.NodeIPs {
+		if n == peer {
+			s.Node = true
+			return s
+		}
+	}
+	for i := range dp.Rules {
+		r := &dp.Rules[i]
+		if r.matches(peer, proto, port) && (len(s.AllowedBy) == 0 || s.AllowedBy[len(s.AllowedBy)-1] != r.ID) {
+			s.AllowedBy = append(s.AllowedBy, r.ID)
+		}
+	}
+	return s
+}
+
+// Pod returns the program of the pod with address ip, if it is isolated.
+func (p *Program) Pod(ip netip.Addr) (*PodProgram, bool) {
+	pp, ok := p.byIP[ip]
+	return pp, ok
+}
+
+// Dataplane enforces a Program in the kernel. Implementations:
+// driver/nftables, driver/fake.
+type Dataplane interface {
+	// Sync makes the dataplane enforce exactly prog. Idempotent.
+	Sync(ctx context.Context, prog *Program) error
+}
