@@ -21,6 +21,15 @@
 //     hands a Dataplane the node's whole desired State; /healthz, health
 //     check node ports, stale UDP conntrack cleanup, Prometheus metrics.
 //     service/kubeconv converts k8s.io/api objects.
+//   - policy: NetworkPolicy. Own model of policies, namespaces and pods, a
+//     compiler to per-pod rules (peer address sets × port ranges, each with
+//     the policy and rule it comes from) and Trace, which says whether a
+//     connection may pass and which rules decide it.
+//   - dns: cluster DNS per the Kubernetes DNS specification: a record index
+//     fed by service, endpoint slice, pod and namespace events, and a
+//     server (UDP and TCP, EDNS0, truncation) that forwards other names
+//     upstream with health checks, a cache and autopath; pod resolv.conf
+//     generation. dns/kubeconv converts k8s.io/api objects.
 //   - driver: the vocabulary drivers share (UnsupportedError, First).
 //   - driver/netlink: implements network.LinkDriver, network.RouteDriver and
 //     service.Conntrack with vishvananda/netlink. Needs veth, bridge, VXLAN

@@ -1,0 +1,330 @@
+// Package kubeconv converts k8s.io/api objects (core/v1 Service, Pod and
+// Namespace, discovery/v1 EndpointSlice) into the model of package dns,
+// so that dns never imports k8s.io/api.
+//
+// The conversion follows the API's defaulting and CoreDNS's reading of
+// the objects:
+//
+//   - Service: type ExternalName gives an ExternalName service (a CNAME),
+//     clusterIP "None" a headless one, anything else a service with its
+//     cluster IPs; a port protocol defaults to TCP. Addresses are parsed
+//     as Kubernetes components do (IPv4 with leading zeros accepted,
+//     IPv4-mapped IPv6 read as IPv4).
+//   - EndpointSlice: an endpoint is ready when its ready condition is nil
+//     or true (discovery/v1), or when the service publishes not-ready
+//     addresses (spec.publishNotReadyAddresses: pass the Service to
+//     EndpointSlice). The hostname comes from the endpoint's hostname
+//     field.
+//   - Pod: the addresses of status.podIPs (else status.podIP). A pod that
+//     has finished (phase Succeeded or Failed) or is being deleted
+//     converts with no address, so that an update removes its addresses,
+//     as CoreDNS ignores such pods.
+//
+// Objects DNS must ignore give an error wrapping ErrSkip; on an update,
+// the caller should then delete the object's previous version from
+// dns.Records:
+//
+//   - services without a cluster IP yet (being allocated);
+//   - ExternalName services whose externalName is empty or an IP address
+//     (CoreDNS serves nothing for them);
+//   - EndpointSlices whose addressType is FQDN;
+//   - host-network pods: their address is the node's, shared by many pods
+//     of many namespaces.
+//
+// Invalid objects give an error naming the Kubernetes field and its value,
+// such as
+//
+//	kubeconv: service default/web: spec.clusterIPs[1] "10.0.0.300": not an IP address
+//
+// which satisfies errors.Is(err, dns.ErrInvalid). Every result passes its
+// Validate method.
+package kubeconv
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kubewire/kubewire/dns"
+)
+
+// ErrSkip is wrapped, with the reason, by the errors for objects DNS
+// ignores (see the package documentation). Test with errors.Is.
+var ErrSkip = errors.New("skipped")
+
+// fieldError is a conversion error naming a Kubernetes field and its value.
+type fieldError struct {
+	obj    string
+	field  string
+	value  any
+	reason string
+}
+
+func (e *fieldError) Error() string {
+	v := e.value
+	if s, ok := v.(string); ok {
+		v = strconv.Quote(s)
+	}
+	return fmt.Sprintf("kubeconv: %s: %s %v: %s", e.obj, e.field, v, e.reason)
+}
+
+// Is makes conversion errors match dns.ErrInvalid, like Validate's.
+func (e *fieldError) Is(target error) bool { return target == dns.ErrInvalid }
+
+func skip(obj, reason string) error {
+	return fmt.Errorf("kubeconv: %s: %w: %s", obj, ErrSkip, reason)
+}
+
+func protocol(p *v1.Protocol) (dns.Protocol, bool) {
+	if p == nil || *p == "" {
+		return dns.TCP, true
+	}
+	switch *p {
+	case v1.ProtocolTCP, v1.ProtocolUDP, v1.ProtocolSCTP:
+		return dns.Protocol(*p), true
+	}
+	return "", false
+}
+
+// Service converts a Service.
+func Service(svc *v1.Service) (*dns.Service, error) {
+	if svc == nil {
+		return nil, fmt.Errorf("kubeconv: nil Service: %w", dns.ErrInvalid)
+	}
+	obj := "service " + svc.Namespace + "/" + svc.Name
+	fail := func(field string, value any, reason string) error {
+		return &fieldError{obj: obj, field: field, value: value, reason: reason}
+	}
+	out := &dns.Service{Namespace: svc.Namespace, Name: svc.Name}
+	if svc.Spec.Type == v1.ServiceTypeExternalName {
+		ext := strings.TrimSpace(svc.Spec.ExternalName)
+		if ext == "" {
+			return nil, skip(obj, "ExternalName service without spec.externalName")
+		}
+		if _, err := netip.ParseAddr(ext); err == nil {
+			return nil, skip(obj, fmt.Sprintf("spec.externalName %q is an IP address, not a name", ext))
+		}
+		out.ExternalName = ext
+	} else {
+		primary := svc.Spec.ClusterIP
+		if primary == "" && len(svc.Spec.ClusterIPs) > 0 {
+			primary = svc.Spec.ClusterIPs[0]
+		}
+		switch primary {
+		case "":
+			return nil, skip(obj, "no cluster IP allocated yet")
+		case v1.ClusterIPNone:
+			// Headless: no addresses of its own.
+		default:
+			ips := svc.Spec.ClusterIPs
+			field := "spec.clusterIPs"
+			if len(ips) == 0 {
+				ips, field = []string{svc.Spec.ClusterIP}, "spec.clusterIP"
+			}
+			if len(ips) > 2 {
+				return nil, fail(field, ips, "at most two addresses, one per family")
+			}
+			for i, s := range ips {
+				f := field
+				if field == "spec.clusterIPs" {
+					f = fmt.Sprintf("%s[%d]", field, i)
+				}
+				ip, ok := parseIP(s)
+				if !ok || ip.IsUnspecified() {
+					return nil, fail(f, s, "not an IP address")
+				}
+				if i == 1 && ip.Is4() == out.ClusterIPs[0].Is4() {
+					return nil, fail(f, s, "same IP family as spec.clusterIPs[0]")
+				}
+				out.ClusterIPs = append(out.ClusterIPs, ip)
+			}
+		}
+	}
+	for i, p := range svc.Spec.Ports {
+		f := fmt.Sprintf("spec.ports[%d]", i)
+		proto, ok := protocol(&p.Protocol)
+		if !ok {
+			return nil, fail(f+".protocol", string(p.Protocol), "want TCP, UDP or SCTP")
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			return nil, fail(f+".port", p.Port, "must be 1-65535")
+		}
+		out.Ports = append(out.Ports, dns.Port{Name: p.Name, Protocol: proto, Port: uint16(p.Port)})
+	}
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("kubeconv: %w", err)
+	}
+	return out, nil
+}
+
+// EndpointSlice converts an EndpointSlice. svc is the slice's Service
+// when known (nil otherwise): with spec.publishNotReadyAddresses set, every
+// endpoint counts as ready. When that field changes, convert the service's
+// slices again.
+func EndpointSlice(es *discoveryv1.EndpointSlice, svc *v1.Service) (*dns.EndpointSlice, error) {
+	if es == nil {
+		return nil, fmt.Errorf("kubeconv: nil EndpointSlice: %w", dns.ErrInvalid)
+	}
+	obj := "endpointslice " + es.Namespace + "/" + es.Name
+	fail := func(field string, value any, reason string) error {
+		return &fieldError{obj: obj, field: field, value: value, reason: reason}
+	}
+	var is4 bool
+	switch es.AddressType {
+	case discoveryv1.AddressTypeIPv4:
+		is4 = true
+	case discoveryv1.AddressTypeIPv6:
+	default:
+		return nil, skip(obj, fmt.Sprintf("addressType %q is not IPv4 or IPv6", es.AddressType))
+	}
+	svcName := es.Labels[discoveryv1.LabelServiceName]
+	if svcName == "" {
+		return nil, fail(fmt.Sprintf("metadata.labels[%q]", discoveryv1.LabelServiceName), svcName, "required: the slice's service")
+	}
+	publishAll := false
+	if svc != nil {
+		if svc.Namespace != es.Namespace || svc.Name != svcName {
+			return nil, fmt.Errorf("kubeconv: %s: belongs to service %s/%s, not %s/%s: %w",
+				obj, es.Namespace, svcName, svc.Namespace, svc.Name, dns.ErrInvalid)
+		}
+		publishAll = svc.Spec.PublishNotReadyAddresses
+	}
+	out := &dns.EndpointSlice{Namespace: es.Namespace, Name: es.Name, Service: svcName}
+	for i, p := range es.Ports {
+		f := fmt.Sprintf("ports[%d]", i)
+		if p.Port == nil || *p.Port == 0 {
+			continue // no number: nothing an SRV record could carry
+		}
+		if *p.Port < 1 || *p.Port > 65535 {
+			return nil, fail(f+".port", *p.Port, "must be 1-65535")
+		}
+		proto, ok := protocol(p.Protocol)
+		if !ok {
+			return nil, fail(f+".protocol", string(*p.Protocol), "want TCP, UDP or SCTP")
+		}
+		dp := dns.Port{Protocol: proto, Port: uint16(*p.Port)}
+		if p.Name != nil {
+			dp.Name = *p.Name
+		}
+		out.Ports = append(out.Ports, dp)
+	}
+	family := "IPv6"
+	if is4 {
+		family = "IPv4"
+	}
+	for i, e := range es.Endpoints {
+		f := fmt.Sprintf("endpoints[%d]", i)
+		ep := dns.Endpoint{Ready: publishAll || e.Conditions.Ready == nil || *e.Conditions.Ready}
+		if e.Hostname != nil {
+			ep.Hostname = *e.Hostname
+		}
+		for j, s := range e.Addresses {
+			fa := fmt.Sprintf("%s.addresses[%d]", f, j)
+			ip, ok := parseIP(s)
+			if !ok || ip.IsUnspecified() {
+				return nil, fail(fa, s, "not an IP address")
+			}
+			if ip.Is4() != is4 {
+				return nil, fail(fa, s, "not an "+family+" address (addressType "+family+")")
+			}
+			ep.Addresses = append(ep.Addresses, ip)
+		}
+		out.Endpoints = append(out.Endpoints, ep)
+	}
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("kubeconv: %w", err)
+	}
+	return out, nil
+}
+
+// Pod converts a Pod.
+func Pod(pod *v1.Pod) (*dns.Pod, error) {
+	if pod == nil {
+		return nil, fmt.Errorf("kubeconv: nil Pod: %w", dns.ErrInvalid)
+	}
+	obj := "pod " + pod.Namespace + "/" + pod.Name
+	if pod.Spec.HostNetwork {
+		return nil, skip(obj, "host network: its address is the node's")
+	}
+	out := &dns.Pod{Namespace: pod.Namespace, Name: pod.Name}
+	if pod.DeletionTimestamp != nil || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		if err := out.Validate(); err != nil {
+			return nil, fmt.Errorf("kubeconv: %w", err)
+		}
+		return out, nil
+	}
+	add := func(field, s string) error {
+		ip, ok := parseIP(s)
+		if !ok || ip.IsUnspecified() {
+			return &fieldError{obj: obj, field: field, value: s, reason: "not an IP address"}
+		}
+		for _, have := range out.IPs {
+			if have == ip {
+				return nil
+			}
+		}
+		out.IPs = append(out.IPs, ip)
+		return nil
+	}
+	if len(pod.Status.PodIPs) > 0 {
+		for i, p := range pod.Status.PodIPs {
+			if err := add(fmt.Sprintf("status.podIPs[%d].ip", i), p.IP); err != nil {
+				return nil, err
+			}
+		}
+	} else if pod.Status.PodIP != "" {
+		if err := add("status.podIP", pod.Status.PodIP); err != nil {
+			return nil, err
+		}
+	}
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("kubeconv: %w", err)
+	}
+	return out, nil
+}
+
+// Namespace converts a Namespace. A namespace being deleted still exists.
+func Namespace(ns *v1.Namespace) (*dns.Namespace, error) {
+	if ns == nil {
+		return nil, fmt.Errorf("kubeconv: nil Namespace: %w", dns.ErrInvalid)
+	}
+	out := &dns.Namespace{Name: ns.Name}
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("kubeconv: %w", err)
+	}
+	return out, nil
+}
+
+// parseIP parses an address as Kubernetes components do (ParseIPSloppy):
+// IPv4 octets may have leading zeros (read as decimal), IPv4-mapped IPv6
+// is IPv4, zones are refused.
+func parseIP(s string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(s)
+	if err == nil {
+		if ip.Zone() != "" {
+			return netip.Addr{}, false
+		}
+		return ip.Unmap(), true
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return netip.Addr{}, false
+	}
+	var b [4]byte
+	for i, p := range parts {
+		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
+			return netip.Addr{}, false
+		}
+		n, err := strconv.ParseUint(p, 10, 8)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		b[i] = byte(n)
+	}
+	return netip.AddrFrom4(b), true
+}
