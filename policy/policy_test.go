@@ -21,9 +21,9 @@ func TestCasesTracer(t *testing.T) {
 		bad := 0
 		for _, p := range drivertest.Probes() {
 			d := prog.Trace(drivertest.PolicyPodAddr(p.From, p.Fam), drivertest.PolicyPodAddr(p.To, p.Fam), p.Protocol, p.Port)
-			if d.Allowed != c.Allowed(p) {
+			if d.Allowed != c.Expect(p) {
 				if bad++; bad <= 5 {
-					t.Errorf("%s: %s: %s, want allowed=%v", c.Name, p, d, c.Allowed(p))
+					t.Errorf("%s: %s: %s, want allowed=%v", c.Name, p, d, c.Expect(p))
 				}
 			}
 		}

@@ -16,6 +16,8 @@ type Step struct {
 	Isolated bool
 	// Node: the peer is the pod's own node, always allowed.
 	Node bool
+	// Self: the pod reaches itself (its own namespace), always allowed.
+	Self bool
 	// AllowedBy lists the rules that allow the packet (empty when denied).
 	AllowedBy []RuleID
 	// Policies are the policies isolating the pod (when denied, these are
@@ -24,7 +26,7 @@ type Step struct {
 }
 
 // Allowed reports whether this side lets the packet through.
-func (s Step) Allowed() bool { return !s.Isolated || s.Node || len(s.AllowedBy) > 0 }
+func (s Step) Allowed() bool { return !s.Isolated || s.Node || s.Self || len(s.AllowedBy) > 0 }
 
 // Decision is the verdict on a new connection and how it was reached.
 type Decision struct {
@@ -46,6 +48,8 @@ func (s Step) explain() string {
 	switch {
 	case s.Pod == (Key{}):
 		return "not a pod"
+	case s.Self:
+		return s.Pod.String() + " to itself"
 	case !s.Isolated:
 		return s.Pod.String() + " not isolated"
 	case s.Node:
@@ -68,6 +72,11 @@ func (s Step) explain() string {
 // destination port after service DNAT: the pod's own port). Replies of
 // allowed connections are not traced: they always pass.
 func (p *Program) Trace(src, dst netip.Addr, proto Protocol, port uint16) Decision {
+	if k, ok := p.pods[src]; ok && p.pods[dst] == k {
+		// A pod reaching itself: the packets never leave its namespace.
+		s := Step{Pod: k, Self: true}
+		return Decision{Allowed: true, Egress: s, Ingress: s}
+	}
 	d := Decision{
 		Egress:  p.step(src, Egress, dst, proto, port),
 		Ingress: p.step(dst, Ingress, src, proto, port),
@@ -110,4 +119,11 @@ func (p *Program) Pod(ip netip.Addr) (*PodProgram, bool) {
 type Dataplane interface {
 	// Sync makes the dataplane enforce exactly prog. Idempotent.
 	Sync(ctx context.Context, prog *Program) error
+}
+
+// Knows reports whether ip is the address of a pod the Program was
+// compiled with (isolated or not).
+func (p *Program) Knows(ip netip.Addr) bool {
+	_, ok := p.pods[ip]
+	return ok
 }

@@ -212,6 +212,11 @@ func fixVerdictMap(s *nft.Set, els []nft.SetElement) {
 	switch len(els[0].Key) {
 	case 4:
 		s.KeyType = nft.TypeInteger
+		if strings.HasSuffix(s.Name, "-v4") { // an address-keyed map (policy dispatch)
+			s.KeyType = nft.TypeIPAddr
+		}
+	case 16:
+		s.KeyType = nft.TypeIP6Addr
 	case 8:
 		s.KeyType = nft.MustConcatSetType(nft.TypeInetProto, nft.TypeInetService)
 	case 12:
@@ -430,6 +435,18 @@ func ruleStringAnon(r *nft.Rule, anon map[string]string) string {
 			parts = append(parts, s)
 		case *expr.Counter:
 			parts = append(parts, "counter")
+		case *expr.Limit:
+			unit := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute", expr.LimitTimeHour: "hour"}[e.Unit]
+			parts = append(parts, fmt.Sprintf("limit rate %d/%s burst %d packets", e.Rate, unit, e.Burst))
+		case *expr.Log:
+			l := "log"
+			if e.Key&(1<<unix.NFTA_LOG_PREFIX) != 0 {
+				l += fmt.Sprintf(" prefix %q", e.Data)
+			}
+			if e.Key&(1<<unix.NFTA_LOG_GROUP) != 0 {
+				l += fmt.Sprintf(" group %d", e.Group)
+			}
+			parts = append(parts, l)
 		case *expr.Verdict:
 			parts = append(parts, verdictString(e))
 		default:
@@ -562,8 +579,16 @@ func cmpString(lhs regSlot, e *expr.Cmp) string {
 			}
 		}
 		if lhs.name == "ct state" && e.Op == expr.CmpOpNeq && isZero(e.Data) && len(lhs.mask) == 4 {
-			if name, ok := ctStateNames[binaryutil.NativeEndian.Uint32(lhs.mask)]; ok {
-				return "ct state " + name
+			var names []string
+			bits := binaryutil.NativeEndian.Uint32(lhs.mask)
+			for _, b := range []uint32{expr.CtStateBitINVALID, expr.CtStateBitESTABLISHED, expr.CtStateBitRELATED, expr.CtStateBitNEW, expr.CtStateBitUNTRACKED} {
+				if bits&b != 0 {
+					names = append(names, ctStateNames[b])
+					bits &^= b
+				}
+			}
+			if bits == 0 && len(names) > 0 {
+				return "ct state " + strings.Join(names, ",")
 			}
 		}
 		if lhs.name == "meta mark" && len(lhs.mask) == 4 && len(e.Data) == 4 {
