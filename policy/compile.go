@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Cluster is everything the policies of a cluster depend on.
@@ -32,17 +33,21 @@ type PortRange struct {
 	First, Last uint16
 }
 
-// CompiledRule allows traffic with a peer in Peers (nil: any address) on
-// one of Ports (nil: any protocol and port).
+// CompiledRule allows traffic with a peer in the set named Peers ("": any
+// address; the set is Program.Set(Peers)) on one of Ports (nil: any
+// protocol and port). Rules name their sets so that a label change
+// changes a set, not the rules of every pod that uses it.
 type CompiledRule struct {
 	ID    RuleID
-	Peers *AddrSet
+	Peers string
 	Ports []PortRange
 }
 
-func (r *CompiledRule) matches(peer netip.Addr, proto Protocol, port uint16) bool {
-	if r.Peers != nil && !r.Peers.Contains(peer) {
-		return false
+func (r *CompiledRule) matches(p *Program, peer netip.Addr, proto Protocol, port uint16) bool {
+	if r.Peers != "" {
+		if s := p.sets[r.Peers]; s == nil || !s.Contains(peer) {
+			return false
+		}
 	}
 	if r.Ports == nil {
 		return true
@@ -76,14 +81,29 @@ type PodProgram struct {
 }
 
 // Program is the compiled policy of a cluster: every pod that is isolated
-// in some direction, and the policies refused as invalid.
+// in some direction, and the policies refused as invalid. A Program is
+// immutable; the Enforcer's successive Programs share the *PodProgram and
+// *AddrSet of what did not change (drivers compare pointers to skip it).
 type Program struct {
-	Pods   []PodProgram // sorted by pod
-	Errors []error      // one per refused policy; the others still apply
-	Sets   []*AddrSet   // every peer set the rules use, sorted by name
+	Pods   []*PodProgram // sorted by pod
+	Errors []error       // one per refused policy; the others still apply
 
+	sets map[string]*AddrSet
 	byIP map[netip.Addr]*PodProgram
 	pods map[netip.Addr]Key // every pod address, isolated or not
+}
+
+// Set returns the peer set a rule names (nil if none has that name).
+func (p *Program) Set(name string) *AddrSet { return p.sets[name] }
+
+// Sets returns every peer set the rules use, sorted by name.
+func (p *Program) Sets() []*AddrSet {
+	out := make([]*AddrSet, 0, len(p.sets))
+	for _, s := range p.sets {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b *AddrSet) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // Compile compiles the policies of a cluster. A policy that fails
@@ -91,124 +111,20 @@ type Program struct {
 // or narrows what the others allow, though pods it alone would select stay
 // unisolated.
 func Compile(c *Cluster) *Program {
-	prog := &Program{byIP: map[netip.Addr]*PodProgram{}, pods: map[netip.Addr]Key{}}
-	nsLabels := make(map[string]Labels, len(c.Namespaces))
+	cp := newCompiler()
 	for _, ns := range c.Namespaces {
-		nsLabels[ns.Name] = ns.Labels
+		cp.setNamespace(ns.Name, ns.Labels)
 	}
-	nodeIPs := map[string][]netip.Addr{}
 	for _, n := range c.Nodes {
-		nodeIPs[n.Name] = n.IPs
+		cp.setNode(n)
 	}
-	pods := slices.Clone(c.Pods)
-	slices.SortFunc(pods, func(a, b Pod) int { return a.Key.Compare(b.Key) })
-	for _, p := range pods {
-		for _, ip := range p.IPs {
-			prog.pods[ip] = p.Key
-		}
+	for i := range c.Pods {
+		cp.setPod(&c.Pods[i])
 	}
-	podIdx := map[Key]int{}
-	var programs []PodProgram
-	programOf := func(i int) *PodProgram {
-		if j, ok := podIdx[pods[i].Key]; ok {
-			return &programs[j]
-		}
-		p := &pods[i]
-		podIdx[p.Key] = len(programs)
-		programs = append(programs, PodProgram{Pod: p.Key, IPs: slices.Clone(p.IPs), Node: p.Node, NodeIPs: slices.Clone(nodeIPs[p.Node])})
-		return &programs[len(programs)-1]
+	for i := range c.Policies {
+		cp.setPolicy(&c.Policies[i])
 	}
-	policies := slices.Clone(c.Policies)
-	slices.SortFunc(policies, func(a, b Policy) int { return a.Key.Compare(b.Key) })
-	sets := map[string]*AddrSet{}
-	for pi := range policies {
-		pol := &policies[pi]
-		if err := pol.Validate(); err != nil {
-			prog.Errors = append(prog.Errors, err)
-			continue
-		}
-		ingress, egress := pol.directions()
-		var selected []int
-		for i := range pods {
-			if pods[i].Namespace == pol.Namespace && len(pods[i].IPs) > 0 && pol.PodSelector.Matches(pods[i].Labels) {
-				selected = append(selected, i)
-			}
-		}
-		for _, d := range []struct {
-			dir   Direction
-			on    bool
-			rules []Rule
-		}{{Ingress, ingress, pol.Ingress}, {Egress, egress, pol.Egress}} {
-			if !d.on {
-				continue
-			}
-			peerSets := make([]*AddrSet, len(d.rules))
-			for ri := range d.rules {
-				peerSets[ri] = peerSet(RuleID{pol.Key, d.dir, ri}, pol.Namespace, d.rules[ri].Peers, pods, nsLabels, sets)
-			}
-			for _, i := range selected {
-				pp := programOf(i)
-				dp := pp.Dirs[d.dir]
-				if dp == nil {
-					dp = &DirProgram{}
-					pp.Dirs[d.dir] = dp
-				}
-				dp.Policies = append(dp.Policies, pol.Key)
-				for ri := range d.rules {
-					id := RuleID{pol.Key, d.dir, ri}
-					dp.Rules = append(dp.Rules, compileRule(id, &d.rules[ri], peerSets[ri], &pods[i], pol.Namespace, pods, nsLabels, sets)...)
-				}
-			}
-		}
-	}
-	slices.SortFunc(programs, func(a, b PodProgram) int { return a.Pod.Compare(b.Pod) })
-	prog.Pods = programs
-	for i := range prog.Pods {
-		for _, ip := range prog.Pods[i].IPs {
-			prog.byIP[ip] = &prog.Pods[i]
-		}
-	}
-	for _, s := range sets {
-		prog.Sets = append(prog.Sets, s)
-	}
-	slices.SortFunc(prog.Sets, func(a, b *AddrSet) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
-	return prog
-}
-
-// peerSet is the address set of a rule's peers (nil: any address).
-func peerSet(id RuleID, ns string, peers []Peer, pods []Pod, nsLabels map[string]Labels, sets map[string]*AddrSet) *AddrSet {
-	if len(peers) == 0 {
-		return nil
-	}
-	var rs []AddrRange
-	for _, peer := range peers {
-		if b := peer.IPBlock; b != nil {
-			var cut []AddrRange
-			for _, e := range b.Except {
-				cut = append(cut, prefixRange(e))
-			}
-			rs = append(rs, subtract([]AddrRange{prefixRange(b.CIDR)}, normalize(cut))...)
-			continue
-		}
-		for i := range pods {
-			if peerSelects(&peer, ns, &pods[i], nsLabels) {
-				for _, ip := range pods[i].IPs {
-					rs = append(rs, AddrRange{From: ip, To: ip})
-				}
-			}
-		}
-	}
-	s := &AddrSet{Name: setName(id, ""), Ranges: normalize(rs)}
-	sets[s.Name] = s
-	return s
+	return cp.program()
 }
 
 // peerSelects reports whether a selector peer selects pod.
@@ -226,102 +142,6 @@ func peerSelects(peer *Peer, ns string, pod *Pod, nsLabels map[string]Labels) bo
 // setName names the peer set of a rule (suffix: a named-port group).
 func setName(id RuleID, suffix string) string {
 	return fmt.Sprintf("%s/%s/%s/%d%s", id.Policy.Namespace, id.Policy.Name, id.Direction, id.Index, suffix)
-}
-
-// compileRule compiles rule id for the selected pod: numeric ports apply
-// to the whole peer set; named ports are resolved against the destination
-// pod: the selected pod for ingress, each peer pod for egress (peer pods
-// grouped by the port the name resolves to).
-func compileRule(id RuleID, r *Rule, peers *AddrSet, self *Pod, ns string, pods []Pod, nsLabels map[string]Labels, sets map[string]*AddrSet) []CompiledRule {
-	if len(r.Ports) == 0 {
-		return []CompiledRule{{ID: id, Peers: peers}}
-	}
-	var numeric []PortRange
-	var named []PortSpec
-	for _, ps := range r.Ports {
-		switch {
-		case ps.Name != "":
-			named = append(named, ps)
-		case ps.Port == 0:
-			numeric = append(numeric, PortRange{ps.Protocol, 0, 65535})
-		case ps.EndPort != 0:
-			numeric = append(numeric, PortRange{ps.Protocol, ps.Port, ps.EndPort})
-		default:
-			numeric = append(numeric, PortRange{ps.Protocol, ps.Port, ps.Port})
-		}
-	}
-	if id.Direction == Ingress {
-		for _, ps := range named {
-			if port, ok := resolve(self, ps); ok {
-				numeric = append(numeric, port)
-			}
-		}
-		if len(numeric) == 0 {
-			return nil // only names this pod does not expose: matches nothing
-		}
-		return []CompiledRule{{ID: id, Peers: peers, Ports: normalizePorts(numeric)}}
-	}
-	var out []CompiledRule
-	if len(numeric) > 0 {
-		out = append(out, CompiledRule{ID: id, Peers: peers, Ports: normalizePorts(numeric)})
-	}
-	if len(named) == 0 {
-		return out
-	}
-	// Egress to named ports: the destination pods among the peers (pods
-	// whose addresses an ipBlock holds count), by resolved port.
-	groups := map[PortRange][]AddrRange{}
-	for i := range pods {
-		q := &pods[i]
-		if len(q.IPs) == 0 || !peerHolds(r.Peers, peers, ns, q, nsLabels) {
-			continue
-		}
-		for _, ps := range named {
-			port, ok := resolve(q, ps)
-			if !ok {
-				continue
-			}
-			for _, ip := range q.IPs {
-				if peers == nil || peers.Contains(ip) {
-					groups[port] = append(groups[port], AddrRange{From: ip, To: ip})
-				}
-			}
-		}
-	}
-	keys := make([]PortRange, 0, len(groups))
-	for k := range groups {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, comparePorts)
-	for _, k := range keys {
-		name := setName(id, fmt.Sprintf("/%s-%d", k.Protocol, k.First))
-		s, ok := sets[name]
-		if !ok {
-			s = &AddrSet{Name: name, Ranges: normalize(groups[k])}
-			sets[name] = s
-		}
-		out = append(out, CompiledRule{ID: id, Peers: s, Ports: []PortRange{k}})
-	}
-	return out
-}
-
-// peerHolds reports whether pod q is a peer of the rule: selected by a
-// selector peer, or with an address in the peer set (ipBlocks).
-func peerHolds(peers []Peer, set *AddrSet, ns string, q *Pod, nsLabels map[string]Labels) bool {
-	if len(peers) == 0 {
-		return true
-	}
-	for i := range peers {
-		if peers[i].IPBlock == nil && peerSelects(&peers[i], ns, q, nsLabels) {
-			return true
-		}
-	}
-	for _, ip := range q.IPs {
-		if set.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // resolve finds the container port named ps.Name with ps.Protocol.

@@ -72,10 +72,12 @@ func (s Step) explain() string {
 // destination port after service DNAT: the pod's own port). Replies of
 // allowed connections are not traced: they always pass.
 func (p *Program) Trace(src, dst netip.Addr, proto Protocol, port uint16) Decision {
-	if k, ok := p.pods[src]; ok && p.pods[dst] == k {
-		// A pod reaching itself: the packets never leave its namespace.
-		s := Step{Pod: k, Self: true}
-		return Decision{Allowed: true, Egress: s, Ingress: s}
+	if k, ok := p.pods[src]; ok {
+		if k2, ok2 := p.pods[dst]; ok2 && k2 == k {
+			// A pod reaching itself: the packets never leave its namespace.
+			s := Step{Pod: k, Self: true}
+			return Decision{Allowed: true, Egress: s, Ingress: s}
+		}
 	}
 	d := Decision{
 		Egress:  p.step(src, Egress, dst, proto, port),
@@ -101,7 +103,7 @@ func (p *Program) step(self netip.Addr, dir Direction, peer netip.Addr, proto Pr
 	}
 	for i := range dp.Rules {
 		r := &dp.Rules[i]
-		if r.matches(peer, proto, port) && (len(s.AllowedBy) == 0 || s.AllowedBy[len(s.AllowedBy)-1] != r.ID) {
+		if r.matches(p, peer, proto, port) && (len(s.AllowedBy) == 0 || s.AllowedBy[len(s.AllowedBy)-1] != r.ID) {
 			s.AllowedBy = append(s.AllowedBy, r.ID)
 		}
 	}

@@ -160,7 +160,7 @@ type Policy struct {
 	// PodSelector selects the pods of the policy's namespace it applies
 	// to; the empty selector selects them all.
 	PodSelector Selector
-	// PolicyTypes lists the directions the policy isolates. Nil means
+	// PolicyTypes lists the directions the policy isolates. Empty means
 	// Kubernetes' default: Ingress, plus Egress when Egress has rules.
 	PolicyTypes []Direction
 	Ingress     []Rule
@@ -191,7 +191,8 @@ type IPBlock struct {
 	Except []netip.Prefix
 }
 
-// PortSpec is one entry of ports. Protocol defaults to TCP. Port is
+// PortSpec is one entry of ports. Protocol is required (the API defaults
+// it to TCP; kubeconv fills it in). Port is
 // either a number (with an optional EndPort for a range) or a Name
 // resolved against the destination pod; neither means every port of the
 // protocol.
@@ -204,7 +205,7 @@ type PortSpec struct {
 
 // directions returns the directions the policy isolates.
 func (p *Policy) directions() (ingress, egress bool) {
-	if p.PolicyTypes == nil {
+	if len(p.PolicyTypes) == 0 {
 		return true, len(p.Egress) > 0
 	}
 	return slices.Contains(p.PolicyTypes, Ingress), slices.Contains(p.PolicyTypes, Egress)
@@ -284,8 +285,8 @@ func validatePeer(p *Peer, field string, bad func(field, value, reason string) e
 		}
 		for k, e := range b.Except {
 			ef := fmt.Sprintf("%s.ipBlock.except[%d]", field, k)
-			if !e.IsValid() || e.Addr().Is4() != b.CIDR.Addr().Is4() || e.Bits() < b.CIDR.Bits() || !b.CIDR.Contains(e.Addr()) {
-				return bad(ef, e.String(), "must be a CIDR inside "+b.CIDR.String())
+			if !e.IsValid() || e.Addr().Is4() != b.CIDR.Addr().Is4() || e.Bits() <= b.CIDR.Bits() || !b.CIDR.Contains(e.Addr()) {
+				return bad(ef, e.String(), "must be a CIDR strictly inside "+b.CIDR.String())
 			}
 		}
 		return nil

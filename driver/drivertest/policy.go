@@ -466,6 +466,11 @@ type PolicyEnv struct {
 	Dataplane policy.Dataplane
 	// Reach reports whether probe p connects (TCP) or is answered (UDP).
 	Reach func(t *testing.T, p Probe) bool
+	// ForgetFlows, when set, is called after each sync: it clears the
+	// connection tracking of earlier probes. Policy applies to new
+	// connections; a probe reusing the source port of an earlier allowed
+	// UDP flow would otherwise pass as its reply.
+	ForgetFlows func(t *testing.T)
 }
 
 // TestPolicyDataplane applies the cases in order to one dataplane (so
@@ -477,6 +482,9 @@ func TestPolicyDataplane(t *testing.T, env PolicyEnv) {
 		prog := policy.Compile(c.Cluster())
 		if err := env.Dataplane.Sync(ctx, prog); err != nil {
 			t.Fatalf("%s: sync: %v", c.Name, err)
+		}
+		if env.ForgetFlows != nil {
+			env.ForgetFlows(t)
 		}
 		var wrong []string
 		for _, p := range Probes() {

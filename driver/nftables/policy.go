@@ -216,8 +216,16 @@ func (p *PolicyDataplane) render(prog *policy.Program, held map[netip.Addr]bool)
 	if prog == nil {
 		return r
 	}
-	for i := range prog.Pods {
-		pp := &prog.Pods[i]
+	for _, set := range prog.Sets() {
+		var rs [2][]addrRange
+		for _, x := range set.Ranges {
+			rs[famIndex(x.From)] = append(rs[famIndex(x.From)], addrRange{From: x.From, To: x.To})
+		}
+		for fam := range 2 {
+			r.sets[peerSetName(set.Name, fam)] = polSet{fam: fam, ranges: rs[fam]}
+		}
+	}
+	for _, pp := range prog.Pods {
 		if p.opts.Node != "" && pp.Node != p.opts.Node {
 			continue
 		}
@@ -248,21 +256,8 @@ func (p *PolicyDataplane) render(prog *policy.Program, held map[netip.Addr]bool)
 func (r *polRender) ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule) []svcRule {
 	f := svcFamilies[fam]
 	base := nfprotoIs(f.portFamily)
-	if cr.Peers != nil {
-		var rs []addrRange
-		for _, x := range cr.Peers.Ranges {
-			if famIndex(x.From) == fam {
-				rs = append(rs, addrRange{From: x.From, To: x.To})
-			}
-		}
-		if len(rs) == 0 {
-			return nil // no peer of this family
-		}
-		set := hashName("peers", cr.Peers.Name, cr.Peers.Name) + "-" + f.suffix
-		if len(set) > maxChainNameLen {
-			set = hashName("peers", cr.Peers.Name, cr.Peers.Name)[:maxChainNameLen-3] + "-" + f.suffix
-		}
-		r.sets[set] = polSet{fam: fam, ranges: rs}
+	if cr.Peers != "" {
+		set := peerSetName(cr.Peers, fam)
 		off := f.saddrOff
 		if dir == policy.Egress {
 			off = f.daddrOff
@@ -293,6 +288,17 @@ func (r *polRender) ruleExprs(dir policy.Direction, fam int, cr *policy.Compiled
 		out = append(out, svcRule{exprs: append(ex, ret)})
 	}
 	return out
+}
+
+// peerSetName names the kernel set of one family of a peer set (the rule
+// refers to it even while it is empty, so that a label change only
+// changes elements).
+func peerSetName(name string, fam int) string {
+	n := hashName("peers", name, name)
+	if len(n) > maxChainNameLen-3 {
+		n = n[:maxChainNameLen-3]
+	}
+	return n + "-" + svcFamilies[fam].suffix
 }
 
 var polProtos = map[policy.Protocol]byte{policy.TCP: unix.IPPROTO_TCP, policy.UDP: unix.IPPROTO_UDP, policy.SCTP: unix.IPPROTO_SCTP}
