@@ -10,6 +10,8 @@ import (
 	"time"
 
 	nft "github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kubewire/kubewire/driver/drivertest"
 	"github.com/kubewire/kubewire/internal/sandbox"
@@ -76,6 +78,21 @@ func TestPolicyDataplanePrivileged(t *testing.T) {
 		Reach: func(t *testing.T, p drivertest.Probe) bool {
 			_, err := pods[p.From].Probe(probeNet(p.Protocol), netip.AddrPortFrom(drivertest.PolicyPodAddr(p.To, p.Fam), p.Port), 2*time.Second)
 			return err == nil
+		},
+		ForgetFlows: func(t *testing.T) {
+			var filters []netlink.CustomConntrackFilter
+			for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+				f := &netlink.ConntrackFilter{}
+				if err := f.AddProtocol(proto); err != nil {
+					t.Fatal(err)
+				}
+				filters = append(filters, f)
+			}
+			for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+				if _, err := node.Netlink().ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
+					t.Fatalf("flush conntrack (family %d): %v", fam, err)
+				}
+			}
 		},
 	})
 	if d.fullSyncs != 1 {
