@@ -96,6 +96,13 @@ type Program struct {
 // Set returns the peer set a rule names (nil if none has that name).
 func (p *Program) Set(name string) *AddrSet { return p.sets[name] }
 
+// RangeSets calls fn for every peer set the rules use, in no order.
+func (p *Program) RangeSets(fn func(*AddrSet)) {
+	for _, s := range p.sets {
+		fn(s)
+	}
+}
+
 // Sets returns every peer set the rules use, sorted by name.
 func (p *Program) Sets() []*AddrSet {
 	out := make([]*AddrSet, 0, len(p.sets))

@@ -238,14 +238,36 @@ func (c *compiler) newRule(ps *polState, id RuleID, r *Rule) *ruleState {
 		}
 	}
 	rs.numeric = normalizePorts(rs.numeric)
-	if rs.selPeers {
-		for k, pod := range c.pods {
-			if c.memberOf(rs, pod) {
-				rs.members[k] = true
+	for i := range r.Peers {
+		peer := &r.Peers[i]
+		if peer.IPBlock != nil {
+			continue
+		}
+		// Only the pods of the namespaces the peer can select.
+		for _, ns := range c.peerNamespaces(peer, ps.pol.Namespace) {
+			for k, pod := range c.byNS[ns] {
+				if !rs.members[k] && len(pod.IPs) > 0 && (peer.PodSelector == nil || peer.PodSelector.Matches(pod.Labels)) {
+					rs.members[k] = true
+				}
 			}
 		}
 	}
 	return rs
+}
+
+// peerNamespaces lists the namespaces whose pods a selector peer of a
+// policy in namespace ns can select.
+func (c *compiler) peerNamespaces(peer *Peer, ns string) []string {
+	if peer.NamespaceSelector == nil {
+		return []string{ns}
+	}
+	var out []string
+	for name, l := range c.nsLabels {
+		if peer.NamespaceSelector.Matches(l) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func (c *compiler) deletePolicy(k Key) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -119,9 +120,11 @@ func (p *PolicyDataplane) syncLocked(c *nft.Conn, prog *policy.Program, hold []n
 	for _, ip := range hold {
 		held[ip] = true
 	}
-	want := p.render(prog, held)
+	var want *polRender
 	if prog == nil && p.committed != nil {
 		want = p.committed.withHeld(held)
+	} else {
+		want = p.render(prog, p.committed, held)
 	}
 	full := p.committed == nil || !p.intact(c)
 	old := p.committed
@@ -134,7 +137,8 @@ func (p *PolicyDataplane) syncLocked(c *nft.Conn, prog *policy.Program, hold []n
 		q.skeleton()
 	}
 	q.diff(old, want)
-	if err := p.growBuffers(q.msgs*512 + 1<<20); err != nil {
+	// Each message is acknowledged: the receive buffer holds an skb per ack.
+	if err := p.growBuffers(q.msgs*2048 + 1<<20); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -169,21 +173,37 @@ func (p *PolicyDataplane) Cleanup(ctx context.Context) error {
 	return nil
 }
 
-// polRender is the table's desired contents beyond the fixed objects.
+// polRender is the table's desired contents beyond the fixed objects. A
+// pod or set whose *policy.PodProgram or *policy.AddrSet is the one of the
+// last sync keeps its rendering: the compiler hands out new pointers for
+// what changed only, so a sync costs what changed.
 type polRender struct {
-	sets   map[string]polSet       // peer sets by name
-	chains map[string]svcChainSpec // pod chains by name
-	vmap   [2][2]map[netip.Addr]string
-	held   [2][]netip.Addr // sorted
+	pods map[policy.Key]*podRender
+	sets map[string]*setRender
+	held [2][]netip.Addr // sorted
 }
 
-type polSet struct {
-	fam    int
-	ranges []addrRange
+type podRender struct {
+	pp     *policy.PodProgram
+	chains [2]*svcChainSpec // nil: not isolated in that direction
+	fps    [2]string
+}
+
+type setRender struct {
+	src    *policy.AddrSet
+	ranges [2][]addrRange
 }
 
 func (r *polRender) objects() int {
-	return polFixedObjects + len(r.sets) + len(r.chains)
+	n := polFixedObjects + 2*len(r.sets)
+	for _, pr := range r.pods {
+		for d := range 2 {
+			if pr.chains[d] != nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (r *polRender) withHeld(held map[netip.Addr]bool) *polRender {
@@ -205,55 +225,58 @@ func heldLists(held map[netip.Addr]bool) [2][]netip.Addr {
 
 var polDirNames = [2]string{"ingress", "egress"}
 
-// render computes what prog (nil: nothing) needs in the table.
-func (p *PolicyDataplane) render(prog *policy.Program, held map[netip.Addr]bool) *polRender {
-	r := &polRender{sets: map[string]polSet{}, chains: map[string]svcChainSpec{}, held: heldLists(held)}
-	for d := range 2 {
-		for f := range 2 {
-			r.vmap[d][f] = map[netip.Addr]string{}
-		}
+// render computes what prog (nil: nothing) needs in the table, reusing
+// the renderings of prev (nil: none) for what did not change.
+func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map[netip.Addr]bool) *polRender {
+	r := &polRender{pods: map[policy.Key]*podRender{}, sets: map[string]*setRender{}, held: heldLists(held)}
+	if prev == nil {
+		prev = &polRender{}
 	}
 	if prog == nil {
 		return r
 	}
-	for _, set := range prog.Sets() {
-		var rs [2][]addrRange
+	prog.RangeSets(func(set *policy.AddrSet) {
+		if sr := prev.sets[set.Name]; sr != nil && sr.src == set {
+			r.sets[set.Name] = sr
+			return
+		}
+		sr := &setRender{src: set}
 		for _, x := range set.Ranges {
-			rs[famIndex(x.From)] = append(rs[famIndex(x.From)], addrRange{From: x.From, To: x.To})
+			sr.ranges[famIndex(x.From)] = append(sr.ranges[famIndex(x.From)], addrRange{From: x.From, To: x.To})
 		}
-		for fam := range 2 {
-			r.sets[peerSetName(set.Name, fam)] = polSet{fam: fam, ranges: rs[fam]}
-		}
-	}
+		r.sets[set.Name] = sr
+	})
 	for _, pp := range prog.Pods {
 		if p.opts.Node != "" && pp.Node != p.opts.Node {
 			continue
 		}
+		if pr := prev.pods[pp.Pod]; pr != nil && pr.pp == pp {
+			r.pods[pp.Pod] = pr
+			continue
+		}
+		pr := &podRender{pp: pp}
 		for d := range 2 {
 			dp := pp.Dirs[d]
 			if dp == nil {
 				continue
 			}
-			name := hashName(polDirNames[d], pp.Pod.String(), pp.Pod.String())
-			ch := svcChainSpec{name: name}
+			ch := &svcChainSpec{name: hashName(polDirNames[d], pp.Pod.String(), pp.Pod.String())}
 			for _, cr := range dp.Rules {
 				for fam := range 2 {
-					ch.rules = append(ch.rules, r.ruleExprs(policy.Direction(d), fam, &cr)...)
+					ch.rules = append(ch.rules, ruleExprs(policy.Direction(d), fam, &cr)...)
 				}
 			}
 			ch.rules = append(ch.rules, p.denyRules(policy.Direction(d), pp.Pod)...)
-			r.chains[name] = ch
-			for _, ip := range pp.IPs {
-				r.vmap[d][famIndex(ip)][ip] = name
-			}
+			pr.chains[d], pr.fps[d] = ch, ch.fingerprint()
 		}
+		r.pods[pp.Pod] = pr
 	}
 	return r
 }
 
 // ruleExprs renders one compiled rule for one family: one nft rule per
 // allowed port range, ending in return.
-func (r *polRender) ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule) []svcRule {
+func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule) []svcRule {
 	f := svcFamilies[fam]
 	base := nfprotoIs(f.portFamily)
 	if cr.Peers != "" {
@@ -399,24 +422,75 @@ func (q *polQueue) skeleton() {
 	q.msgs += 16
 }
 
-// diff queues what turns old into new.
+// diff queues what turns old into new, in this order: dispatch and held
+// elements that go, chains flushed and deleted, sets deleted, added and
+// changed, chains added and their rules, dispatch and held elements that
+// come.
 func (q *polQueue) diff(old, new *polRender) {
-	// Dispatch elements that go or change.
-	for d := range 2 {
-		for f := range 2 {
-			var del []nft.SetElement
-			for ip, ch := range old.vmap[d][f] {
-				if new.vmap[d][f][ip] != ch {
-					del = append(del, nft.SetElement{Key: ip.AsSlice()})
+	var delVmap, addVmap [2][2][]nft.SetElement
+	var flush, delChains, addChains []string
+	var rules []*svcChainSpec
+	for k, op := range old.pods {
+		np := new.pods[k]
+		if np == op {
+			continue
+		}
+		for d := range 2 {
+			oc := op.chains[d]
+			if oc == nil {
+				continue
+			}
+			var nc *svcChainSpec
+			if np != nil {
+				nc = np.chains[d]
+			}
+			for _, ip := range op.pp.IPs {
+				if nc == nil || !slices.Contains(np.pp.IPs, ip) {
+					delVmap[d][famIndex(ip)] = append(delVmap[d][famIndex(ip)], nft.SetElement{Key: ip.AsSlice()})
 				}
 			}
-			q.elems(&nft.Set{Table: q.table, Name: polVmapName(d, f)}, del, false)
+			if nc == nil {
+				flush, delChains = append(flush, oc.name), append(delChains, oc.name)
+			} else if np.fps[d] != op.fps[d] {
+				flush = append(flush, oc.name)
+				rules = append(rules, nc)
+			}
 		}
 	}
-	// Held addresses (added last, once the pods' chains are in place).
+	for k, np := range new.pods {
+		op := old.pods[k]
+		if np == op {
+			continue
+		}
+		for d := range 2 {
+			nc := np.chains[d]
+			if nc == nil {
+				continue
+			}
+			var oc *svcChainSpec
+			if op != nil {
+				oc = op.chains[d]
+			}
+			if oc == nil {
+				addChains = append(addChains, nc.name)
+				rules = append(rules, nc)
+			}
+			for _, ip := range np.pp.IPs {
+				if oc == nil || !slices.Contains(op.pp.IPs, ip) {
+					addVmap[d][famIndex(ip)] = append(addVmap[d][famIndex(ip)],
+						nft.SetElement{Key: ip.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: nc.name}})
+				}
+			}
+		}
+	}
+	for d := range 2 {
+		for f := range 2 {
+			q.elems(&nft.Set{Name: polVmapName(d, f)}, delVmap[d][f], false)
+		}
+	}
 	var heldAdds [2][]nft.SetElement
 	for f := range 2 {
-		var del, add []nft.SetElement
+		var del []nft.SetElement
 		for _, ip := range old.held[f] {
 			if _, ok := slices.BinarySearchFunc(new.held[f], ip, netip.Addr.Compare); !ok {
 				del = append(del, nft.SetElement{Key: ip.AsSlice()})
@@ -424,74 +498,63 @@ func (q *polQueue) diff(old, new *polRender) {
 		}
 		for _, ip := range new.held[f] {
 			if _, ok := slices.BinarySearchFunc(old.held[f], ip, netip.Addr.Compare); !ok {
-				add = append(add, nft.SetElement{Key: ip.AsSlice()})
+				heldAdds[f] = append(heldAdds[f], nft.SetElement{Key: ip.AsSlice()})
 			}
 		}
 		q.elems(&nft.Set{Name: polHeldSet + "-" + svcFamilies[f].suffix}, del, false)
-		heldAdds[f] = add
 	}
-	// Chains: flush those rewritten or going; delete those going.
-	names := sortedKeys(old.chains)
-	for _, n := range names {
-		oc, nc := old.chains[n], new.chains[n]
-		if _, ok := new.chains[n]; !ok || nc.fingerprint() != oc.fingerprint() {
-			q.c.FlushChain(&nft.Chain{Name: n, Table: q.table})
-			q.msgs++
-		}
+	slices.Sort(flush)
+	for _, n := range flush {
+		q.c.FlushChain(&nft.Chain{Name: n, Table: q.table})
+		q.msgs++
 	}
-	for _, n := range names {
-		if _, ok := new.chains[n]; !ok {
-			q.c.DelChain(&nft.Chain{Name: n, Table: q.table})
-			q.msgs++
-		}
+	slices.Sort(delChains)
+	for _, n := range delChains {
+		q.c.DelChain(&nft.Chain{Name: n, Table: q.table})
+		q.msgs++
 	}
-	// Sets: delete those going, add new ones, diff the others.
 	for _, n := range sortedKeys(old.sets) {
 		if _, ok := new.sets[n]; !ok {
-			q.c.DelSet(&nft.Set{Table: q.table, Name: n})
-			q.msgs++
+			for fam := range 2 {
+				q.c.DelSet(&nft.Set{Table: q.table, Name: peerSetName(n, fam)})
+				q.msgs++
+			}
 		}
 	}
 	for _, n := range sortedKeys(new.sets) {
-		ns := new.sets[n]
-		os, ok := old.sets[n]
-		s := &nft.Set{Table: q.table, Name: n, ID: q.id(), KeyType: addrType(ns.fam), Interval: true}
-		if !ok {
-			q.c.AddSet(s, nil)
-			q.msgs++
-			q.elems(s, rangeElements(ns.ranges), true)
+		ns, os := new.sets[n], old.sets[n]
+		if ns == os {
 			continue
 		}
-		del, add := diffRanges(os.ranges, ns.ranges)
-		q.elems(s, rangeElements(del), false)
-		q.elems(s, rangeElements(add), true)
-	}
-	// Chains: add new ones, write the rules of new and rewritten ones.
-	for _, n := range sortedKeys(new.chains) {
-		nc := new.chains[n]
-		oc, ok := old.chains[n]
-		if !ok {
-			q.c.AddChain(&nft.Chain{Name: n, Table: q.table})
-			q.msgs++
-		} else if oc.fingerprint() == nc.fingerprint() {
-			continue
-		}
-		for _, r := range nc.rules {
-			q.c.AddRule(&nft.Rule{Table: q.table, Chain: &nft.Chain{Name: n, Table: q.table}, Exprs: r.exprs})
-			q.msgs++
+		for fam := range 2 {
+			s := &nft.Set{Table: q.table, Name: peerSetName(n, fam), ID: q.id(), KeyType: addrType(fam), Interval: true}
+			if os == nil {
+				q.c.AddSet(s, nil)
+				q.msgs++
+				q.elems(s, rangeElements(ns.ranges[fam]), true)
+				continue
+			}
+			del, add := diffRanges(os.ranges[fam], ns.ranges[fam])
+			q.elems(s, rangeElements(del), false)
+			q.elems(s, rangeElements(add), true)
 		}
 	}
-	// Dispatch elements that come or change.
+	slices.Sort(addChains)
+	for _, n := range addChains {
+		q.c.AddChain(&nft.Chain{Name: n, Table: q.table})
+		q.msgs++
+	}
+	slices.SortFunc(rules, func(a, b *svcChainSpec) int { return strings.Compare(a.name, b.name) })
+	for _, ch := range rules {
+		for _, r := range ch.rules {
+			q.c.AddRule(&nft.Rule{Table: q.table, Chain: &nft.Chain{Name: ch.name, Table: q.table}, Exprs: r.exprs})
+			q.msgs++
+		}
+	}
 	for d := range 2 {
 		for f := range 2 {
-			var add []nft.SetElement
-			for _, ip := range sortedAddrKeys(new.vmap[d][f]) {
-				ch := new.vmap[d][f][ip]
-				if old.vmap[d][f][ip] != ch {
-					add = append(add, nft.SetElement{Key: ip.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ch}})
-				}
-			}
-			q.elems(&nft.Set{Table: q.table, Name: polVmapName(d, f), IsMap: true, DataType: nft.TypeVerdict}, add, true)
+			slices.SortFunc(addVmap[d][f], func(a, b nft.SetElement) int { return slices.Compare(a.Key, b.Key) })
+			q.elems(&nft.Set{Name: polVmapName(d, f), IsMap: true, DataType: nft.TypeVerdict}, addVmap[d][f], true)
 		}
 	}
 	for f := range 2 {
@@ -572,7 +635,7 @@ func runPolProbe() error {
 		prog := policy.Compile(&policy.Cluster{Pods: []policy.Pod{pod}, Policies: []policy.Policy{{Key: policy.Key{Namespace: "probe", Name: "p"},
 			Ingress: []policy.Rule{{Peers: []policy.Peer{{IPBlock: &policy.IPBlock{CIDR: netip.MustParsePrefix("10.0.0.0/8")}}},
 				Ports: []policy.PortSpec{{Protocol: policy.TCP, Port: 80, EndPort: 90}}}}}}})
-		want := d.render(prog, nil)
+		want := d.render(prog, nil, nil)
 		return []probeStep{
 			{"nftables inet filter chains, verdict maps on addresses, ct state", "5.2", func() error { q.skeleton(); return nil }},
 			{"nftables interval sets, log to nflog with a limit", "5.2", func() error { q.diff(&polRender{}, want); return nil }},

@@ -3,8 +3,11 @@ package nftables
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,7 +57,33 @@ func policyWorld(t testing.TB) (*sandbox.NS, map[policy.Key]*sandbox.NS) {
 	return node, pods
 }
 
-func probeNet(p policy.Protocol) string { return strings.ToLower(string(p)) }
+// udpSrcPort hands out the UDP source ports of the probes: each is used
+// once per test run, so no probe can match a conntrack entry (or a late
+// datagram) of an earlier flow that happened to use the same port, which
+// the kernel's random choice made happen now and then on a loaded machine.
+var udpSrcPort atomic.Int32
+
+func udpEcho(from *sandbox.NS, dst netip.AddrPort) bool {
+	port := 20000 + int(udpSrcPort.Add(1))%40000
+	var ok bool
+	err := from.Do(func() error {
+		c, err := net.DialUDP("udp", &net.UDPAddr{Port: port}, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		msg := fmt.Sprintf("probe-%d-%d\n", port, time.Now().UnixNano())
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return nil
+		}
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		ok = err == nil && strings.HasSuffix(string(buf[:n]), " "+msg)
+		return nil
+	})
+	return err == nil && ok
+}
 
 func newPolicyDataplane(t testing.TB, node *sandbox.NS, o PolicyOptions) *PolicyDataplane {
 	t.Helper()
@@ -76,7 +105,11 @@ func TestPolicyDataplanePrivileged(t *testing.T) {
 	drivertest.TestPolicyDataplane(t, drivertest.PolicyEnv{
 		Dataplane: d,
 		Reach: func(t *testing.T, p drivertest.Probe) bool {
-			_, err := pods[p.From].Probe(probeNet(p.Protocol), netip.AddrPortFrom(drivertest.PolicyPodAddr(p.To, p.Fam), p.Port), 2*time.Second)
+			dst := netip.AddrPortFrom(drivertest.PolicyPodAddr(p.To, p.Fam), p.Port)
+			if p.Protocol == policy.UDP {
+				return udpEcho(pods[p.From], dst)
+			}
+			_, err := pods[p.From].Probe("tcp", dst, 2*time.Second)
 			return err == nil
 		},
 		ForgetFlows: func(t *testing.T) {

@@ -1,0 +1,163 @@
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/kubewire/kubewire/driver/drivertest"
+	"github.com/kubewire/kubewire/internal/sandbox"
+	"github.com/kubewire/kubewire/policy"
+)
+
+// benchPolicyCluster is nPods pods in 50 namespaces (app=app-<i%20>,
+// role=client|server) and nPolicies policies (spread over the
+// namespaces), each selecting one app and allowing ingress on TCP 8080
+// from the clients of its namespace and from namespaces labelled
+// team=<ns%5>.
+func benchPolicyCluster(nPods, nPolicies int) *policy.Cluster {
+	c := &policy.Cluster{Nodes: []policy.Node{{Name: "node"}}}
+	const nss = 50
+	for i := range nss {
+		c.Namespaces = append(c.Namespaces, policy.Namespace{Name: fmt.Sprintf("ns-%02d", i), Labels: policy.Labels{"team": fmt.Sprint(i % 5)}})
+	}
+	for i := range nPods {
+		role := "server"
+		if i%3 == 0 {
+			role = "client"
+		}
+		c.Pods = append(c.Pods, policy.Pod{
+			Key:    policy.Key{Namespace: fmt.Sprintf("ns-%02d", i%nss), Name: fmt.Sprintf("pod-%05d", i)},
+			Labels: policy.Labels{"app": fmt.Sprintf("app-%d", (i/nss)%20), "role": role},
+			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, byte(100 + i>>16), byte(i >> 8), byte(i)})},
+			Node:   "node",
+			Ports:  []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: 8080}},
+		})
+	}
+	for i := range nPolicies {
+		ns := fmt.Sprintf("ns-%02d", i%nss)
+		c.Policies = append(c.Policies, policy.Policy{
+			Key:         policy.Key{Namespace: ns, Name: fmt.Sprintf("pol-%04d", i)},
+			PodSelector: policy.Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app-%d", (i/nss)%20)}},
+			Ingress: []policy.Rule{{
+				Peers: []policy.Peer{
+					{PodSelector: &policy.Selector{MatchLabels: map[string]string{"role": "client"}}},
+					{NamespaceSelector: &policy.Selector{MatchLabels: map[string]string{"team": fmt.Sprint(i % 5)}},
+						PodSelector: &policy.Selector{MatchLabels: map[string]string{"role": "client"}}},
+				},
+				Ports: []policy.PortSpec{{Protocol: policy.TCP, Name: "http"}, {Protocol: policy.TCP, Port: 9090}},
+			}},
+		})
+	}
+	return c
+}
+
+// BenchmarkPolicySync: compile and full sync of 1k policies over 5k pods,
+// then one pod label change (Enforcer event, incremental compile and sync).
+func BenchmarkPolicySync(b *testing.B) {
+	ctx := context.Background()
+	cl := benchPolicyCluster(5000, 1000)
+	b.Run("compile-1k-policies-5k-pods", func(b *testing.B) {
+		for b.Loop() {
+			policy.Compile(cl)
+		}
+	})
+	sb := sandbox.New(b)
+	node := sb.Namespace("node")
+	d := newPolicyDataplane(b, node, PolicyOptions{})
+	b.Run("full-sync-1k-policies-5k-pods", func(b *testing.B) {
+		prog := policy.Compile(cl)
+		for b.Loop() {
+			d.committed = nil
+			if err := d.Sync(ctx, prog); err != nil {
+				b.Fatal(err)
+			}
+		}
+		isolated := 0
+		for _, pp := range prog.Pods {
+			if pp.Dirs[policy.Ingress] != nil {
+				isolated++
+			}
+		}
+		b.ReportMetric(float64(isolated), "isolated-pods")
+	})
+	b.Run("label-change-with-1k-policies-5k-pods", func(b *testing.B) {
+		e, err := policy.NewEnforcer(policy.Config{Dataplane: d})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, ns := range cl.Namespaces {
+			e.OnNamespaceAdd(ns)
+		}
+		for i := range cl.Pods {
+			e.OnPodAdd(&cl.Pods[i])
+		}
+		for i := range cl.Policies {
+			e.OnPolicyAdd(&cl.Policies[i])
+		}
+		if err := e.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		pod := cl.Pods[1] // a server; toggled to client and back
+		for i := 0; b.Loop(); i++ {
+			p := pod
+			p.Labels = policy.Labels{"app": pod.Labels["app"], "role": []string{"client", "server"}[i%2]}
+			e.OnPodUpdate(&pod, &p)
+			if err := e.Sync(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkPolicyConnect times new TCP connections between two pods of
+// drivertest's world through the node, with the destination isolated by
+// one allowing policy, alone or among 1,000 policies isolating other pods
+// (each with its own peer set), and with no policy at all.
+func BenchmarkPolicyConnect(b *testing.B) {
+	ctx := context.Background()
+	node, pods := policyWorld(b)
+	d := newPolicyDataplane(b, node, PolicyOptions{})
+	xa, xb := policy.Key{Namespace: "x", Name: "a"}, policy.Key{Namespace: "x", Name: "b"}
+	allow := policy.Policy{Key: policy.Key{Namespace: "x", Name: "allow-b"},
+		PodSelector: policy.Selector{MatchLabels: map[string]string{"pod": "a"}},
+		Ingress:     []policy.Rule{{Peers: []policy.Peer{{PodSelector: &policy.Selector{MatchLabels: map[string]string{"pod": "b"}}}}}}}
+	others := benchPolicyCluster(2000, 1000)
+	target := netip.AddrPortFrom(drivertest.PolicyPodAddr(xa, 0), 80).String()
+	for _, c := range []struct {
+		name     string
+		policies []policy.Policy
+		pods     []policy.Pod
+	}{
+		{"no-policy", nil, nil},
+		{"one-policy", []policy.Policy{allow}, nil},
+		{"one-of-1001-policies", append([]policy.Policy{allow}, others.Policies...), others.Pods},
+	} {
+		w := drivertest.PolicyWorld()
+		w.Policies = c.policies
+		w.Pods = append(w.Pods, c.pods...)
+		w.Namespaces = append(w.Namespaces, others.Namespaces...)
+		if err := d.Sync(ctx, policy.Compile(w)); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			err := pods[xb].Do(func() error {
+				for b.Loop() {
+					conn, err := net.DialTimeout("tcp", target, time.Second)
+					if err != nil {
+						return err
+					}
+					conn.(*net.TCPConn).SetLinger(0)
+					conn.Close()
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
