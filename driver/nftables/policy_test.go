@@ -164,7 +164,7 @@ func TestPolicyDropHoldPrivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`limit rate 10/second burst 10 packets log prefix "kubewire-deny ingress x/a" group 5`,
+		`limit rate 10/second burst 10 packets log prefix "kubewire-deny ingress x/web" group 5`,
 		"meta l4proto tcp th dport 80 return", "ct state established,related accept",
 	} {
 		if !strings.Contains(dump, want) {
