@@ -109,9 +109,9 @@
 // NewRecords and NewServer start nothing. Server.Listen opens the sockets
 // in the network namespace of the calling thread (so a caller can run it
 // inside another namespace and Run anywhere); Run serves until its
-// context ends and then closes them. A node-local cache (binding a link
-// address and skipping conntrack) is the caller's business: give Listen
-// the address.
+// context ends and then closes them. For a node-local cache (a link-local
+// address on a link of its own, its traffic exempt from conntrack), see
+// package dns/nodelocal, which opens the sockets to give the Server.
 //
 // PodResolvConf computes a pod's resolv.conf as kubelet does.
 package dns

@@ -379,7 +379,10 @@ func (s *Server) Run(ctx context.Context) error {
 		add(&mdns.Server{PacketConn: pc, UDPSize: 65535})
 	}
 	for _, l := range lns {
-		add(&mdns.Server{Listener: l, IdleTimeout: func() time.Duration { return 10 * time.Second }})
+		// MaxTCPQueries -1: no limit per connection (miekg/dns closes it
+		// after 128 by default, dropping the queries a client pipelined
+		// behind; CoreDNS sets -1 too). Idle connections close after 10 s.
+		add(&mdns.Server{Listener: l, MaxTCPQueries: -1, IdleTimeout: func() time.Duration { return 10 * time.Second }})
 	}
 	failed := make(chan error, len(all))
 	for _, sv := range all {

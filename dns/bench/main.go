@@ -20,6 +20,16 @@
 // Client and server share the process and the machine: the figures
 // compare builds and scenarios on one machine, they are not a capacity
 // statement.
+//
+// With -serve, bench only serves, for an external load generator
+// (dnsperf), until interrupted: N services svc<i> in namespace default
+// with cluster IP 10.96.<1+i/250>.<1+i%250>, port http/80 and a slice of
+// two ready endpoints each, on -addr over UDP and TCP. The names and
+// addresses are those of ../shared/peers/dns-peer-bench.sh, so the same
+// dnsperf query files run against CoreDNS and this server; see README.md
+// and side-by-side.sh:
+//
+//	go build -o /tmp/kwdns ./dns/bench && taskset -c 1 /tmp/kwdns -serve -services 1000
 package main
 
 import (
@@ -30,11 +40,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -47,7 +59,16 @@ func main() {
 	duration := flag.Duration("duration", 2*time.Second, "load time per scenario")
 	clients := flag.Int("clients", 4, "client goroutines (one socket and one query in flight each)")
 	only := flag.String("scenario", "", "run only this scenario")
+	serveOnly := flag.Bool("serve", false, "only serve -services peer-style services on -addr until SIGINT/SIGTERM (for dnsperf)")
+	addr := flag.String("addr", "127.0.0.1:10053", "UDP and TCP address of -serve")
 	flag.Parse()
+	if *serveOnly {
+		if err := serve(*services, *addr); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*services, *duration, *clients, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -78,6 +99,66 @@ func load(rec *dns.Records, n int) error {
 		}
 	}
 	return rec.OnPodAdd(&dns.Pod{Namespace: clientNS, Name: "bench-client", IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}})
+}
+
+// loadPeer loads n services as ../shared/peers/dns-peer-bench.sh names
+// them (svc<i>.default, cluster IP 10.96.<1+i/250>.<1+i%250>), each with a
+// named port and an EndpointSlice of two ready endpoints, as the peer's
+// kubernetes-plugin measurement had.
+func loadPeer(rec *dns.Records, n int) error {
+	for i := range n {
+		name := fmt.Sprintf("svc%d", i)
+		if err := rec.OnServiceAdd(&dns.Service{Namespace: "default", Name: name,
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(1 + i/250), byte(1 + i%250)})},
+			Ports:      []dns.Port{{Name: "http", Protocol: dns.TCP, Port: 80}},
+		}); err != nil {
+			return err
+		}
+		es := &dns.EndpointSlice{Namespace: "default", Name: name + "-x1", Service: name,
+			Ports: []dns.Port{{Name: "http", Protocol: dns.TCP, Port: 8080}}}
+		for j := range 2 {
+			es.Endpoints = append(es.Endpoints, dns.Endpoint{Ready: true,
+				Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 128 + byte(i>>14), byte(i >> 6), byte(i<<2 | j)})}})
+		}
+		if err := rec.OnEndpointSliceAdd(es); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serve implements -serve.
+func serve(n int, addr string) error {
+	start := time.Now()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	if n < 1 {
+		return fmt.Errorf("want -services above 0")
+	}
+	rec, err := dns.NewRecords(dns.Config{})
+	if err != nil {
+		return err
+	}
+	if err := loadPeer(rec, n); err != nil {
+		return err
+	}
+	rec.MarkSynced()
+	srv, err := dns.NewServer(dns.ServerConfig{Records: rec, Listen: []netip.AddrPort{ap}})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	fmt.Printf("serving %d services on udp+tcp %s, %v after start, GOMAXPROCS %d, RSS %s\n",
+		n, ap, time.Since(start).Round(time.Millisecond), runtime.GOMAXPROCS(0), rss())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = srv.Run(ctx)
+	fmt.Printf("stopped; RSS %s\n", rss())
+	return err
 }
 
 // upstream starts a fake upstream on loopback answering every A query

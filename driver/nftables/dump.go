@@ -435,6 +435,8 @@ func ruleStringAnon(r *nft.Rule, anon map[string]string) string {
 			parts = append(parts, s)
 		case *expr.Counter:
 			parts = append(parts, "counter")
+		case *expr.Notrack:
+			parts = append(parts, "notrack")
 		case *expr.Limit:
 			unit := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute", expr.LimitTimeHour: "hour"}[e.Unit]
 			parts = append(parts, fmt.Sprintf("limit rate %d/%s burst %d packets", e.Rate, unit, e.Burst))
