@@ -24,19 +24,24 @@
 //   - policy: NetworkPolicy. Own model of policies, namespaces and pods, a
 //     compiler to per-pod rules (peer address sets × port ranges, each with
 //     the policy and rule it comes from) and Trace, which says whether a
-//     connection may pass and which rules decide it.
+//     connection may pass and which rules decide it. An Enforcer turns
+//     pod, namespace, node and policy events into incremental recompiles
+//     and dataplane syncs. policy/kubeconv converts k8s.io/api objects.
 //   - dns: cluster DNS per the Kubernetes DNS specification: a record index
 //     fed by service, endpoint slice, pod and namespace events, and a
 //     server (UDP and TCP, EDNS0, truncation) that forwards other names
 //     upstream with health checks, a cache and autopath; pod resolv.conf
-//     generation. dns/kubeconv converts k8s.io/api objects.
+//     generation. dns/kubeconv converts k8s.io/api objects; dns/nodelocal
+//     runs the server on a link-local address of the node with NOTRACK
+//     rules (node-local DNS).
 //   - driver: the vocabulary drivers share (UnsupportedError, First).
 //   - driver/netlink: implements network.LinkDriver, network.RouteDriver and
 //     service.Conntrack with vishvananda/netlink. Needs veth, bridge, VXLAN
 //     (IPv6 underlay: Linux 3.12), IFA_F_NODAD and conntrack over netlink.
-//   - driver/nftables: implements network.Masquerader, network.PortMapper and
-//     service.Dataplane with google/nftables, each in a table of its own
-//     (inet family nat chains: Linux 5.2).
+//   - driver/nftables: implements network.Masquerader, network.PortMapper,
+//     service.Dataplane, policy.Dataplane and nodelocal.NoTracker with
+//     google/nftables, each in a table of its own (inet family nat chains:
+//     Linux 5.2; the service proxy's concatenated ranges: 5.6).
 //   - driver/fake: in-memory implementations with Dump (and a packet tracer
 //     for services), for tests without root.
 //   - driver/drivertest: conformance suites every driver runs.

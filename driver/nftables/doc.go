@@ -3,9 +3,11 @@
 //
 // It implements egress masquerade (Masquerade implements
 // network.Masquerader), host ports (PortMap implements
-// network.PortMapper) and the service proxy (ServiceProxy implements
+// network.PortMapper), the service proxy (ServiceProxy implements
 // service.Dataplane, modelled on kube-proxy's nftables mode; see
-// service.go for its ruleset).
+// service.go for its ruleset), NetworkPolicy enforcement (PolicyDataplane
+// implements policy.Dataplane; see policy.go) and the NOTRACK rules of
+// node-local DNS (NoTrack implements nodelocal.NoTracker).
 //
 // # Table ownership
 //
@@ -128,6 +130,19 @@
 // kube-proxy's per-service and per-endpoint chains (per-endpoint affinity
 // sets with timeouts, which nft can read), reached through a verdict map.
 // The table stays readable (and re-readable) with "nft list table".
+//
+// # Network policy
+//
+// PolicyDataplane enforces a policy.Program after service DNAT, in the
+// forward hook: replies of allowed connections pass first (ct state
+// established,related), then each packet is dispatched by source address
+// to the egress chain of an isolated pod and by destination address to the
+// ingress chain of an isolated pod, through verdict maps. A chain holds one
+// rule per allowed port range, matching a peer interval set, and ends in
+// drop (or reject) with an optional rate-limited nflog; pods with the same
+// rules share a chain named after its contents. A label change changes the
+// elements of peer sets. Hold drops the traffic of new pods until the
+// Program that knows them is synced.
 //
 // # Namespaces and kernel features
 //
