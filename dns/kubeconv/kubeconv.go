@@ -43,6 +43,7 @@ package kubeconv
 import (
 	"errors"
 	"fmt"
+	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -134,7 +135,7 @@ func Service(svc *v1.Service) (*dns.Service, error) {
 				if field == "spec.clusterIPs" {
 					f = fmt.Sprintf("%s[%d]", field, i)
 				}
-				ip, ok := parseIP(s)
+				ip, ok := k8sparse.IP(s)
 				if !ok || ip.IsUnspecified() {
 					return nil, fail(f, s, "not an IP address")
 				}
@@ -225,7 +226,7 @@ func EndpointSlice(es *discoveryv1.EndpointSlice, svc *v1.Service) (*dns.Endpoin
 		}
 		for j, s := range e.Addresses {
 			fa := fmt.Sprintf("%s.addresses[%d]", f, j)
-			ip, ok := parseIP(s)
+			ip, ok := k8sparse.IP(s)
 			if !ok || ip.IsUnspecified() {
 				return nil, fail(fa, s, "not an IP address")
 			}
@@ -259,7 +260,7 @@ func Pod(pod *v1.Pod) (*dns.Pod, error) {
 		return out, nil
 	}
 	add := func(field, s string) error {
-		ip, ok := parseIP(s)
+		ip, ok := k8sparse.IP(s)
 		if !ok || ip.IsUnspecified() {
 			return &fieldError{obj: obj, field: field, value: s, reason: "not an IP address"}
 		}
@@ -298,33 +299,4 @@ func Namespace(ns *v1.Namespace) (*dns.Namespace, error) {
 		return nil, fmt.Errorf("kubeconv: %w", err)
 	}
 	return out, nil
-}
-
-// parseIP parses an address as Kubernetes components do (ParseIPSloppy):
-// IPv4 octets may have leading zeros (read as decimal), IPv4-mapped IPv6
-// is IPv4, zones are refused.
-func parseIP(s string) (netip.Addr, bool) {
-	ip, err := netip.ParseAddr(s)
-	if err == nil {
-		if ip.Zone() != "" {
-			return netip.Addr{}, false
-		}
-		return ip.Unmap(), true
-	}
-	parts := strings.Split(s, ".")
-	if len(parts) != 4 {
-		return netip.Addr{}, false
-	}
-	var b [4]byte
-	for i, p := range parts {
-		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
-			return netip.Addr{}, false
-		}
-		n, err := strconv.ParseUint(p, 10, 8)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		b[i] = byte(n)
-	}
-	return netip.AddrFrom4(b), true
 }

@@ -42,6 +42,7 @@ package kubeconv
 import (
 	"errors"
 	"fmt"
+	"github.com/kubewire/kubewire/internal/k8sparse"
 	"maps"
 	"net/netip"
 	"slices"
@@ -178,17 +179,22 @@ func (c failer) peer(p *networkingv1.NetworkPolicyPeer, field string) (policy.Pe
 		if p.PodSelector != nil || p.NamespaceSelector != nil {
 			return policy.Peer{}, c.fail(field, nil, "ipBlock cannot be combined with podSelector or namespaceSelector")
 		}
-		cidr, ok := parsePrefix(b.CIDR)
-		if !ok {
+		cidr, ok := k8sparse.Prefix(b.CIDR)
+		switch {
+		case !ok:
 			return policy.Peer{}, c.fail(field+".ipBlock.cidr", b.CIDR, "not a CIDR")
+		case cidr.Addr().Is4In6():
+			return policy.Peer{}, c.fail(field+".ipBlock.cidr", b.CIDR, "IPv4-mapped IPv6 CIDRs are not supported (write the IPv4 CIDR)")
 		}
 		out.IPBlock = &policy.IPBlock{CIDR: cidr}
 		for k, s := range b.Except {
 			f := fmt.Sprintf("%s.ipBlock.except[%d]", field, k)
-			e, ok := parsePrefix(s)
+			e, ok := k8sparse.Prefix(s)
 			switch {
 			case !ok:
 				return policy.Peer{}, c.fail(f, s, "not a CIDR")
+			case e.Addr().Is4In6():
+				return policy.Peer{}, c.fail(f, s, "IPv4-mapped IPv6 CIDRs are not supported (write the IPv4 CIDR)")
 			case e.Addr().Is4() != cidr.Addr().Is4() || e.Bits() <= cidr.Bits() || !cidr.Contains(e.Addr()):
 				return policy.Peer{}, c.fail(f, s, "must be a strict subset of cidr "+cidr.String())
 			}
@@ -343,7 +349,7 @@ func Pod(p *corev1.Pod) (*policy.Pod, error) {
 		addrs = append(addrs, addr{"status.podIP", p.Status.PodIP})
 	}
 	for _, a := range addrs {
-		ip, ok := parseIP(a.s)
+		ip, ok := k8sparse.IP(a.s)
 		switch {
 		case !ok:
 			return nil, c.fail(a.field, a.s, "not an IP address")
@@ -428,7 +434,7 @@ func Node(n *corev1.Node) (policy.Node, error) {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue
 		}
-		ip, ok := parseIP(a.Address)
+		ip, ok := k8sparse.IP(a.Address)
 		if !ok {
 			return policy.Node{}, c.fail(fmt.Sprintf("status.addresses[%d].address", i), a.Address, "not an IP address")
 		}
@@ -437,73 +443,4 @@ func Node(n *corev1.Node) (policy.Node, error) {
 		}
 	}
 	return out, nil
-}
-
-// parseIP parses an IP address as kube-proxy's ParseIPSloppy does: IPv4
-// octets may have leading zeros (read as decimal, as objects written
-// before Kubernetes 1.20's stricter parsing may hold), and IPv4-mapped
-// IPv6 addresses are IPv4. Zones are refused.
-func parseIP(s string) (netip.Addr, bool) {
-	ip, err := netip.ParseAddr(s)
-	if err != nil {
-		return parseLegacyIPv4(s)
-	}
-	if ip.Zone() != "" {
-		return netip.Addr{}, false
-	}
-	return ip.Unmap(), true
-}
-
-// parseLegacyIPv4 parses dotted-quad IPv4 with decimal octets that may
-// have leading zeros.
-func parseLegacyIPv4(s string) (netip.Addr, bool) {
-	parts := strings.Split(s, ".")
-	if len(parts) != 4 {
-		return netip.Addr{}, false
-	}
-	var b [4]byte
-	for i, p := range parts {
-		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
-			return netip.Addr{}, false
-		}
-		n, err := strconv.ParseUint(p, 10, 8)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		b[i] = byte(n)
-	}
-	return netip.AddrFrom4(b), true
-}
-
-// parsePrefix parses a CIDR as ParseCIDRSloppy does and returns the
-// network (host bits cleared). An IPv4-mapped IPv6 CIDR of at least /96 is
-// the IPv4 CIDR it maps; a shorter one is refused, as it spans both
-// families.
-func parsePrefix(s string) (netip.Prefix, bool) {
-	addr, bits, ok := strings.Cut(s, "/")
-	if !ok || bits == "" || len(bits) > 3 || strings.TrimLeft(bits, "0123456789") != "" {
-		return netip.Prefix{}, false
-	}
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		var ok bool
-		if ip, ok = parseLegacyIPv4(addr); !ok {
-			return netip.Prefix{}, false
-		}
-	}
-	if ip.Zone() != "" {
-		return netip.Prefix{}, false
-	}
-	n, err := strconv.Atoi(bits)
-	if err != nil || n > ip.BitLen() {
-		return netip.Prefix{}, false
-	}
-	if ip.Is4In6() {
-		if n < 96 {
-			return netip.Prefix{}, false
-		}
-		ip, n = ip.Unmap(), n-96
-	}
-	p, err := ip.Prefix(n)
-	return p, err == nil
 }

@@ -43,6 +43,7 @@ package kubeconv
 import (
 	"errors"
 	"fmt"
+	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -172,7 +173,7 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 			out.ClusterIPs = append(out.ClusterIPs, ip)
 		}
 		if svc.Spec.ClusterIP != "" {
-			if ip, ok := parseIP(svc.Spec.ClusterIP); !ok || ip != out.ClusterIPs[0] {
+			if ip, ok := k8sparse.IP(svc.Spec.ClusterIP); !ok || ip != out.ClusterIPs[0] {
 				return nil, fail("spec.clusterIP", svc.Spec.ClusterIP, "differs from spec.clusterIPs[0]")
 			}
 		}
@@ -258,7 +259,7 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 	// else the legacy annotation, a comma-separated list.
 	if len(svc.Spec.LoadBalancerSourceRanges) > 0 {
 		for i, s := range svc.Spec.LoadBalancerSourceRanges {
-			p, ok := parsePrefix(strings.TrimSpace(s))
+			p, ok := k8sparse.Prefix(strings.TrimSpace(s))
 			if !ok {
 				return nil, fail(fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), s, "not a CIDR")
 			}
@@ -270,7 +271,7 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 			if s == "" {
 				continue
 			}
-			p, ok := parsePrefix(s)
+			p, ok := k8sparse.Prefix(s)
 			if !ok {
 				return nil, fail(fmt.Sprintf("metadata.annotations[%q][%d]", AnnotationLoadBalancerSourceRanges, i), s, "not a CIDR")
 			}
@@ -413,7 +414,7 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 		}
 		for j, s := range e.Addresses {
 			fa := fmt.Sprintf("%s.addresses[%d]", f, j)
-			ip, ok := parseIP(s)
+			ip, ok := k8sparse.IP(s)
 			if !ok {
 				return nil, fail(fa, s, "not an IP address")
 			}
@@ -451,7 +452,7 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 // parseUnicast parses an address a service or endpoint may use, returning
 // why it cannot ("" when it can).
 func parseUnicast(s string) (netip.Addr, string) {
-	ip, ok := parseIP(s)
+	ip, ok := k8sparse.IP(s)
 	switch {
 	case !ok:
 		return netip.Addr{}, "not an IP address"
@@ -459,65 +460,6 @@ func parseUnicast(s string) (netip.Addr, string) {
 		return netip.Addr{}, "not a unicast address"
 	}
 	return ip, ""
-}
-
-// parseIP parses an IP address as kube-proxy's ParseIPSloppy does: IPv4
-// octets may have leading zeros (read as decimal, as objects written
-// before Kubernetes 1.20's stricter parsing may hold), and IPv4-mapped
-// IPv6 addresses are IPv4. Zones are refused.
-func parseIP(s string) (netip.Addr, bool) {
-	ip, err := netip.ParseAddr(s)
-	if err != nil {
-		return parseLegacyIPv4(s)
-	}
-	if ip.Zone() != "" {
-		return netip.Addr{}, false
-	}
-	return ip.Unmap(), true
-}
-
-func parseLegacyIPv4(s string) (netip.Addr, bool) {
-	parts := strings.Split(s, ".")
-	if len(parts) != 4 {
-		return netip.Addr{}, false
-	}
-	var b [4]byte
-	for i, p := range parts {
-		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
-			return netip.Addr{}, false
-		}
-		n, err := strconv.ParseUint(p, 10, 8)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		b[i] = byte(n)
-	}
-	return netip.AddrFrom4(b), true
-}
-
-// parsePrefix parses a CIDR as kube-proxy's ParseCIDRSloppy does, and
-// returns the network (host bits cleared).
-func parsePrefix(s string) (netip.Prefix, bool) {
-	addr, bits, ok := strings.Cut(s, "/")
-	if !ok || bits == "" || strings.TrimLeft(bits, "0123456789") != "" {
-		return netip.Prefix{}, false
-	}
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		var ok bool
-		if ip, ok = parseLegacyIPv4(addr); !ok {
-			return netip.Prefix{}, false
-		}
-	}
-	if ip.Zone() != "" {
-		return netip.Prefix{}, false
-	}
-	n, err := strconv.Atoi(bits)
-	if err != nil || n > ip.BitLen() {
-		return netip.Prefix{}, false
-	}
-	p, err := ip.Prefix(n)
-	return p, err == nil
 }
 
 // Node converts the Node the proxy runs on: its name, its zone (label

@@ -2,6 +2,7 @@ package kubeconv
 
 import (
 	"errors"
+	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -872,7 +873,7 @@ func TestParse(t *testing.T) {
 		"fe80::1%eth0":    "",
 		"":                "",
 	} {
-		ip, ok := parseIP(s)
+		ip, ok := k8sparse.IP(s)
 		if got := map[bool]string{true: ip.String(), false: ""}[ok]; got != want {
 			t.Errorf("parseIP(%q) = %q, want %q", s, got, want)
 		}
@@ -896,7 +897,7 @@ func TestParse(t *testing.T) {
 		"10.0.0.0/ 8":    "",
 		"::ffff:0:0/96":  "::ffff:0.0.0.0/96",
 	} {
-		p, ok := parsePrefix(s)
+		p, ok := k8sparse.Prefix(s)
 		if got := map[bool]string{true: p.String(), false: ""}[ok]; got != want {
 			t.Errorf("parsePrefix(%q) = %q, want %q", s, got, want)
 		}
