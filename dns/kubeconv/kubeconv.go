@@ -45,7 +45,6 @@ import (
 	"fmt"
 	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -57,25 +56,6 @@ import (
 // ErrSkip is wrapped, with the reason, by the errors for objects DNS
 // ignores (see the package documentation). Test with errors.Is.
 var ErrSkip = errors.New("skipped")
-
-// fieldError is a conversion error naming a Kubernetes field and its value.
-type fieldError struct {
-	obj    string
-	field  string
-	value  any
-	reason string
-}
-
-func (e *fieldError) Error() string {
-	v := e.value
-	if s, ok := v.(string); ok {
-		v = strconv.Quote(s)
-	}
-	return fmt.Sprintf("kubeconv: %s: %s %v: %s", e.obj, e.field, v, e.reason)
-}
-
-// Is makes conversion errors match dns.ErrInvalid, like Validate's.
-func (e *fieldError) Is(target error) bool { return target == dns.ErrInvalid }
 
 func skip(obj, reason string) error {
 	return fmt.Errorf("kubeconv: %s: %w: %s", obj, ErrSkip, reason)
@@ -99,7 +79,7 @@ func Service(svc *v1.Service) (*dns.Service, error) {
 	}
 	obj := "service " + svc.Namespace + "/" + svc.Name
 	fail := func(field string, value any, reason string) error {
-		return &fieldError{obj: obj, field: field, value: value, reason: reason}
+		return &k8sparse.FieldError{Obj: obj, Field: field, Value: value, Reason: reason, Kind: dns.ErrInvalid}
 	}
 	out := &dns.Service{Namespace: svc.Namespace, Name: svc.Name}
 	if svc.Spec.Type == v1.ServiceTypeExternalName {
@@ -173,7 +153,7 @@ func EndpointSlice(es *discoveryv1.EndpointSlice, svc *v1.Service) (*dns.Endpoin
 	}
 	obj := "endpointslice " + es.Namespace + "/" + es.Name
 	fail := func(field string, value any, reason string) error {
-		return &fieldError{obj: obj, field: field, value: value, reason: reason}
+		return &k8sparse.FieldError{Obj: obj, Field: field, Value: value, Reason: reason, Kind: dns.ErrInvalid}
 	}
 	var is4 bool
 	switch es.AddressType {
@@ -262,7 +242,7 @@ func Pod(pod *v1.Pod) (*dns.Pod, error) {
 	add := func(field, s string) error {
 		ip, ok := k8sparse.IP(s)
 		if !ok || ip.IsUnspecified() {
-			return &fieldError{obj: obj, field: field, value: s, reason: "not an IP address"}
+			return &k8sparse.FieldError{Obj: obj, Field: field, Value: s, Reason: "not an IP address", Kind: dns.ErrInvalid}
 		}
 		for _, have := range out.IPs {
 			if have == ip {

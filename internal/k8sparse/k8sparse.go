@@ -4,6 +4,7 @@
 package k8sparse
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -70,3 +71,28 @@ func Prefix(s string) (netip.Prefix, bool) {
 	p, err := ip.Prefix(n)
 	return p, err == nil
 }
+
+// FieldError is a conversion error naming the object, the Kubernetes
+// field and its value; errors.Is(err, Kind) holds (each converter passes
+// its domain's ErrInvalid).
+type FieldError struct {
+	Obj    string // "service ns/name", "networkpolicy ns/name", ...
+	Field  string
+	Value  any // nil: the field as a whole
+	Reason string
+	Kind   error
+}
+
+func (e *FieldError) Error() string {
+	if e.Value == nil {
+		return fmt.Sprintf("kubeconv: %s: %s: %s", e.Obj, e.Field, e.Reason)
+	}
+	v := e.Value
+	if s, ok := v.(string); ok {
+		v = strconv.Quote(s)
+	}
+	return fmt.Sprintf("kubeconv: %s: %s %v: %s", e.Obj, e.Field, v, e.Reason)
+}
+
+// Is matches Kind.
+func (e *FieldError) Is(target error) bool { return target == e.Kind }

@@ -2,6 +2,7 @@ package kubeconv
 
 import (
 	"errors"
+	"github.com/kubewire/kubewire/internal/k8sparse"
 	"maps"
 	"net/netip"
 	"reflect"
@@ -219,8 +220,8 @@ func checkErr(t *testing.T, err error, obj string) {
 	if !strings.HasPrefix(err.Error(), "kubeconv: ") || !strings.Contains(err.Error(), obj) {
 		t.Fatalf("error %q lacks the kubeconv prefix or the object %q", err, obj)
 	}
-	var fe *fieldError
-	if errors.As(err, &fe) && (fe.field == "" || fe.reason == "") {
+	var fe *k8sparse.FieldError
+	if errors.As(err, &fe) && (fe.Field == "" || fe.Reason == "") {
 		t.Fatalf("error %q names no field", err)
 	}
 }
@@ -257,7 +258,7 @@ func FuzzPolicy(f *testing.F) {
 				t.Fatalf("a policy is never skipped: %v", err)
 			}
 			checkErr(t, err, "networkpolicy "+in.Namespace+"/"+in.Name)
-			if fe := (*fieldError)(nil); !errors.As(err, &fe) {
+			if fe := (*k8sparse.FieldError)(nil); !errors.As(err, &fe) {
 				// Validate is only a backstop: the converter names the
 				// Kubernetes field itself.
 				t.Fatalf("error %v comes from Validate, not the conversion", err)

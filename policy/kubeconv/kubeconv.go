@@ -46,7 +46,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,33 +66,11 @@ var ErrSkip = errors.New("skipped")
 // its name, so that policies can select namespaces by name.
 const LabelMetadataName = corev1.LabelMetadataName
 
-// fieldError is a conversion error naming a Kubernetes field and its value.
-type fieldError struct {
-	obj    string // "networkpolicy ns/name", "pod ns/name", ...
-	field  string
-	value  any // nil: the field as a whole
-	reason string
-}
-
-func (e *fieldError) Error() string {
-	if e.value == nil {
-		return fmt.Sprintf("kubeconv: %s: %s: %s", e.obj, e.field, e.reason)
-	}
-	v := e.value
-	if s, ok := v.(string); ok {
-		v = strconv.Quote(s)
-	}
-	return fmt.Sprintf("kubeconv: %s: %s %v: %s", e.obj, e.field, v, e.reason)
-}
-
-// Is makes conversion errors match policy.ErrInvalid, like Validate's.
-func (e *fieldError) Is(target error) bool { return target == policy.ErrInvalid }
-
 // failer builds the errors of one object.
 type failer string
 
 func (obj failer) fail(field string, value any, reason string) error {
-	return &fieldError{obj: string(obj), field: field, value: value, reason: reason}
+	return &k8sparse.FieldError{Obj: string(obj), Field: field, Value: value, Reason: reason, Kind: policy.ErrInvalid}
 }
 
 func skip(obj, reason string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/kubewire/kubewire/internal/k8sparse"
 	"strings"
 	"testing"
 
@@ -33,8 +34,8 @@ func checkErr(t *testing.T, err error) {
 	if !strings.HasPrefix(err.Error(), "kubeconv: ") {
 		t.Fatalf("error %q lacks the kubeconv prefix", err)
 	}
-	var fe *fieldError
-	if errors.As(err, &fe) && (fe.field == "" || fe.reason == "") {
+	var fe *k8sparse.FieldError
+	if errors.As(err, &fe) && (fe.Field == "" || fe.Reason == "") {
 		t.Fatalf("error %q names no field", err)
 	}
 }

@@ -46,7 +46,6 @@ import (
 	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -87,25 +86,6 @@ type Options struct {
 	ProxyName string
 }
 
-// fieldError is a conversion error naming a Kubernetes field and its value.
-type fieldError struct {
-	obj    string // "service ns/name" or "endpointslice ns/name"
-	field  string
-	value  any
-	reason string
-}
-
-func (e *fieldError) Error() string {
-	v := e.value
-	if s, ok := v.(string); ok {
-		v = strconv.Quote(s)
-	}
-	return fmt.Sprintf("kubeconv: %s: %s %v: %s", e.obj, e.field, v, e.reason)
-}
-
-// Is makes conversion errors match service.ErrInvalid, like Validate's.
-func (e *fieldError) Is(target error) bool { return target == service.ErrInvalid }
-
 func skip(obj, reason string) error {
 	return fmt.Errorf("kubeconv: %s: %w: %s", obj, ErrSkip, reason)
 }
@@ -119,7 +99,7 @@ func Service(svc *v1.Service, opts Options) (*service.Service, error) {
 	}
 	obj := "service " + svc.Namespace + "/" + svc.Name
 	fail := func(field string, value any, reason string) error {
-		return &fieldError{obj: obj, field: field, value: value, reason: reason}
+		return &k8sparse.FieldError{Obj: obj, Field: field, Value: value, Reason: reason, Kind: service.ErrInvalid}
 	}
 
 	// Which proxy owns it (kube-proxy's informer label selector).
@@ -346,7 +326,7 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 	}
 	obj := "endpointslice " + es.Namespace + "/" + es.Name
 	fail := func(field string, value any, reason string) error {
-		return &fieldError{obj: obj, field: field, value: value, reason: reason}
+		return &k8sparse.FieldError{Obj: obj, Field: field, Value: value, Reason: reason, Kind: service.ErrInvalid}
 	}
 
 	var is4 bool
@@ -481,7 +461,7 @@ func Node(n *v1.Node) (service.NodeInfo, error) {
 		}
 		ip, why := parseUnicast(a.Address)
 		if why != "" {
-			return service.NodeInfo{}, &fieldError{obj: obj, field: fmt.Sprintf("status.addresses[%d].address", i), value: a.Address, reason: why}
+			return service.NodeInfo{}, &k8sparse.FieldError{Obj: obj, Field: fmt.Sprintf("status.addresses[%d].address", i), Value: a.Address, Reason: why, Kind: service.ErrInvalid}
 		}
 		fam := 0
 		if ip.Is6() {
