@@ -3,8 +3,11 @@ package nftables
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,4 +163,67 @@ func BenchmarkPolicyConnect(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPolicyTimeToEnforce measures, with an Enforcer running its
+// loop over this dataplane, the time from OnPolicyAdd of a deny-all policy
+// to the first refused connection, and from its OnPolicyDelete to the
+// first accepted one (1k other policies over 2k other pods loaded).
+func BenchmarkPolicyTimeToEnforce(b *testing.B) {
+	node, pods := policyWorld(b)
+	d := newPolicyDataplane(b, node, PolicyOptions{Reject: true})
+	e, err := policy.NewEnforcer(policy.Config{Dataplane: d, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := drivertest.PolicyWorld()
+	others := benchPolicyCluster(2000, 1000)
+	for _, ns := range append(w.Namespaces, others.Namespaces...) {
+		e.OnNamespaceAdd(ns)
+	}
+	for _, n := range w.Nodes {
+		e.OnNodeAdd(n)
+	}
+	for _, p := range append(w.Pods, others.Pods...) {
+		e.OnPodAdd(&p)
+	}
+	for i := range others.Policies {
+		e.OnPolicyAdd(&others.Policies[i])
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	xa, xb := policy.Key{Namespace: "x", Name: "a"}, policy.Key{Namespace: "x", Name: "b"}
+	target := netip.AddrPortFrom(drivertest.PolicyPodAddr(xa, 0), 80)
+	deny := &policy.Policy{Key: policy.Key{Namespace: "x", Name: "deny-a"},
+		PodSelector: policy.Selector{MatchLabels: map[string]string{"pod": "a"}}}
+	waitFor := func(reachable bool) time.Duration {
+		start := time.Now()
+		for time.Since(start) < 10*time.Second {
+			_, err := pods[xb].Probe("tcp", target, time.Second)
+			if (err == nil) == reachable {
+				return time.Since(start)
+			}
+		}
+		b.Fatalf("reachable=%v not seen in 10 s", reachable)
+		return 0
+	}
+	waitFor(true)
+	var toDeny, toAllow []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		e.OnPolicyAdd(deny)
+		waitFor(false)
+		toDeny = append(toDeny, time.Since(start))
+		start = time.Now()
+		e.OnPolicyDelete(deny)
+		waitFor(true)
+		toAllow = append(toAllow, time.Since(start))
+	}
+	slices.Sort(toDeny)
+	slices.Sort(toAllow)
+	b.ReportMetric(float64(toDeny[len(toDeny)/2].Microseconds())/1000, "p50-ms-to-deny")
+	b.ReportMetric(float64(toDeny[len(toDeny)-1].Microseconds())/1000, "max-ms-to-deny")
+	b.ReportMetric(float64(toAllow[len(toAllow)/2].Microseconds())/1000, "p50-ms-to-allow")
 }
