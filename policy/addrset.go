@@ -16,6 +16,23 @@ type AddrRange struct {
 type AddrSet struct {
 	Name   string
 	Ranges []AddrRange
+
+	// gen identifies this version; base the version it was derived from
+	// (0: none) and added/removed how it differs from it. A generation,
+	// not a pointer: the versions of a set do not chain in memory.
+	gen, base      uint64
+	added, removed []AddrRange
+}
+
+// DeltaFrom returns the ranges to add to and remove from prev to make s,
+// when s was derived from prev (ok false: compare Ranges instead). A driver
+// that programmed prev applies the delta: a label change costs what
+// changed, not the size of the set.
+func (s *AddrSet) DeltaFrom(prev *AddrSet) (added, removed []AddrRange, ok bool) {
+	if prev == nil || s.base == 0 || s.base != prev.gen {
+		return nil, nil, false
+	}
+	return s.added, s.removed, true
 }
 
 // Contains reports whether a is in the set.
@@ -120,4 +137,59 @@ func appendRangePrefixes(out []netip.Prefix, from, to netip.Addr) []netip.Prefix
 		}
 		from = last.Next()
 	}
+}
+
+// mergeIPs merges normalized ranges and sorted addresses into normalized
+// ranges, in one pass.
+func mergeIPs(blocks []AddrRange, ips []ipCount) []AddrRange {
+	out := make([]AddrRange, 0, len(blocks)+len(ips))
+	add := func(r AddrRange) {
+		if n := len(out); n > 0 && out[n-1].To.Is4() == r.From.Is4() {
+			last := &out[n-1]
+			if next := last.To.Next(); !next.IsValid() || !next.Less(r.From) {
+				if last.To.Less(r.To) {
+					last.To = r.To
+				}
+				return
+			}
+		}
+		out = append(out, r)
+	}
+	i, j := 0, 0
+	for i < len(blocks) || j < len(ips) {
+		if j == len(ips) || (i < len(blocks) && blocks[i].From.Less(ips[j].ip)) {
+			add(blocks[i])
+			i++
+		} else {
+			add(AddrRange{From: ips[j].ip, To: ips[j].ip})
+			j++
+		}
+	}
+	return out
+}
+
+// diffSorted returns the ranges of a not in b and of b not in a (both
+// sorted), in one pass.
+func diffSorted(a, b []AddrRange) (onlyA, onlyB []AddrRange) {
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b):
+			onlyA = append(onlyA, a[i])
+			i++
+		case i == len(a):
+			onlyB = append(onlyB, b[j])
+			j++
+		case a[i] == b[j]:
+			i++
+			j++
+		case a[i].From.Less(b[j].From) || (a[i].From == b[j].From && a[i].To.Less(b[j].To)):
+			onlyA = append(onlyA, a[i])
+			i++
+		default:
+			onlyB = append(onlyB, b[j])
+			j++
+		}
+	}
+	return onlyA, onlyB
 }

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 )
 
 // compiler holds a cluster and its compiled form, and updates the latter
@@ -32,6 +33,38 @@ type polState struct {
 	rules    [2][]*ruleState
 }
 
+// setGen numbers AddrSet versions, unique in the process (a driver may see
+// Programs of several compilers).
+var setGen atomic.Uint64
+
+type ipCount struct {
+	ip netip.Addr
+	n  int
+}
+
+func (rs *ruleState) addIPs(ips []netip.Addr) {
+	for _, ip := range ips {
+		i, ok := slices.BinarySearchFunc(rs.ips, ip, func(x ipCount, ip netip.Addr) int { return x.ip.Compare(ip) })
+		if ok {
+			rs.ips[i].n++
+		} else {
+			rs.ips = slices.Insert(rs.ips, i, ipCount{ip, 1})
+		}
+	}
+}
+
+func (rs *ruleState) removeIPs(ips []netip.Addr) {
+	for _, ip := range ips {
+		i, ok := slices.BinarySearchFunc(rs.ips, ip, func(x ipCount, ip netip.Addr) int { return x.ip.Compare(ip) })
+		if !ok {
+			continue
+		}
+		if rs.ips[i].n--; rs.ips[i].n == 0 {
+			rs.ips = slices.Delete(rs.ips, i, i+1)
+		}
+	}
+}
+
 type ruleState struct {
 	id       RuleID
 	owner    *polState
@@ -40,6 +73,7 @@ type ruleState struct {
 	selPeers bool // some peer has selectors
 	blocks   []AddrRange
 	members  map[Key]bool // pods selected by the selector peers
+	ips      []ipCount    // their addresses, sorted (a count per address)
 	allPorts bool
 	numeric  []PortRange
 	named    []PortSpec
@@ -81,25 +115,30 @@ func (c *compiler) memberOf(rs *ruleState, pod *Pod) bool {
 	return false
 }
 
-// recheckMember updates rs's membership of pod (nil: gone); changed IPs or
-// ports of a member also dirty the rule.
-func (c *compiler) recheckMember(rs *ruleState, k Key, pod *Pod, podChanged bool) {
+// recheckMember updates rs's membership of pod k, which was old and is
+// now pod (either nil: absent); changed addresses or ports of a member
+// also dirty the rule.
+func (c *compiler) recheckMember(rs *ruleState, k Key, old, pod *Pod, podChanged bool) {
 	was := rs.members[k]
 	is := pod != nil && c.memberOf(rs, pod)
-	switch {
-	case is && !was:
-		rs.members[k] = true
-	case was && !is:
-		delete(rs.members, k)
-	case !is:
+	if !is && !was {
 		// Egress named ports also reach pods inside ipBlocks, or any pod:
 		// their ports or addresses may have changed.
 		if rs.id.Direction == Egress && len(rs.named) > 0 && podChanged && (rs.anyPeer || len(rs.blocks) > 0) {
 			c.dirtyRules[rs] = true
 		}
 		return
-	case !podChanged:
+	}
+	if was && is && !podChanged {
 		return
+	}
+	if was {
+		rs.removeIPs(old.IPs)
+		delete(rs.members, k)
+	}
+	if is {
+		rs.addIPs(pod.IPs)
+		rs.members[k] = true
 	}
 	c.dirtyRules[rs] = true
 }
@@ -120,7 +159,7 @@ func (c *compiler) namespaceChanged(name string) {
 			return
 		}
 		for k, p := range c.byNS[name] {
-			c.recheckMember(rs, k, p, false)
+			c.recheckMember(rs, k, p, p, false)
 		}
 	})
 }
@@ -154,6 +193,7 @@ func (c *compiler) setPod(p *Pod) {
 func (c *compiler) deletePod(k Key) { c.podChanged(k, nil) }
 
 func (c *compiler) podChanged(k Key, pod *Pod) {
+	old := c.pods[k]
 	if pod != nil {
 		c.pods[k] = pod
 		if c.byNS[k.Namespace] == nil {
@@ -171,7 +211,7 @@ func (c *compiler) podChanged(k Key, pod *Pod) {
 			delete(ps.selected, k)
 		}
 	}
-	c.eachRule(func(rs *ruleState) { c.recheckMember(rs, k, pod, true) })
+	c.eachRule(func(rs *ruleState) { c.recheckMember(rs, k, old, pod, true) })
 	c.dirty[k] = true
 	if pod == nil {
 		delete(c.pods, k)
@@ -248,6 +288,7 @@ func (c *compiler) newRule(ps *polState, id RuleID, r *Rule) *ruleState {
 			for k, pod := range c.byNS[ns] {
 				if !rs.members[k] && len(pod.IPs) > 0 && (peer.PodSelector == nil || peer.PodSelector.Matches(pod.Labels)) {
 					rs.members[k] = true
+					rs.addIPs(pod.IPs)
 				}
 			}
 		}
@@ -295,14 +336,13 @@ func (c *compiler) deletePolicy(k Key) {
 // when the groups change, the pods the policy selects are recompiled.
 func (c *compiler) rebuildRule(rs *ruleState) {
 	if !rs.anyPeer {
-		rngs := slices.Clone(rs.blocks)
-		for k := range rs.members {
-			for _, ip := range c.pods[k].IPs {
-				rngs = append(rngs, AddrRange{From: ip, To: ip})
-			}
-		}
 		name := setName(rs.id, "")
-		c.sets[name] = &AddrSet{Name: name, Ranges: normalize(rngs)}
+		set := &AddrSet{Name: name, Ranges: mergeIPs(rs.blocks, rs.ips), gen: setGen.Add(1)}
+		if old := c.sets[name]; old != nil {
+			set.base = old.gen
+			set.removed, set.added = diffSorted(old.Ranges, set.Ranges)
+		}
+		c.sets[name] = set
 	}
 	if rs.id.Direction != Egress || len(rs.named) == 0 {
 		return

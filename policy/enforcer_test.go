@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"reflect"
 	"testing"
 	"time"
 
@@ -14,53 +13,7 @@ import (
 	"github.com/kubewire/kubewire/policy"
 )
 
-// feed sends the events that turn cluster a into cluster b.
-func feed(e *policy.Enforcer, a, b *policy.Cluster) {
-	nsA := map[string]policy.Namespace{}
-	for _, ns := range a.Namespaces {
-		nsA[ns.Name] = ns
-	}
-	for _, ns := range b.Namespaces {
-		if old, ok := nsA[ns.Name]; !ok || !reflect.DeepEqual(old, ns) {
-			e.OnNamespaceUpdate(old, ns)
-		}
-		delete(nsA, ns.Name)
-	}
-	for _, ns := range nsA {
-		e.OnNamespaceDelete(ns)
-	}
-	for _, n := range b.Nodes {
-		e.OnNodeAdd(n)
-	}
-	podsA := map[policy.Key]*policy.Pod{}
-	for i := range a.Pods {
-		podsA[a.Pods[i].Key] = &a.Pods[i]
-	}
-	for i := range b.Pods {
-		p := &b.Pods[i]
-		if old, ok := podsA[p.Key]; !ok || !reflect.DeepEqual(*old, *p) {
-			e.OnPodUpdate(old, p)
-		}
-		delete(podsA, p.Key)
-	}
-	for _, p := range podsA {
-		e.OnPodDelete(p)
-	}
-	polA := map[policy.Key]*policy.Policy{}
-	for i := range a.Policies {
-		polA[a.Policies[i].Key] = &a.Policies[i]
-	}
-	for i := range b.Policies {
-		p := &b.Policies[i]
-		if old, ok := polA[p.Key]; !ok || !reflect.DeepEqual(*old, *p) {
-			e.OnPolicyUpdate(old, p)
-		}
-		delete(polA, p.Key)
-	}
-	for _, p := range polA {
-		e.OnPolicyDelete(p)
-	}
-}
+func feed(e *policy.Enforcer, a, b *policy.Cluster) { drivertest.FeedPolicyEvents(e, a, b) }
 
 // sameVerdicts compares two programs on every probe of the world.
 func sameVerdicts(t *testing.T, what string, got, want *policy.Program) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -471,6 +472,10 @@ type PolicyEnv struct {
 	// connections; a probe reusing the source port of an earlier allowed
 	// UDP flow would otherwise pass as its reply.
 	ForgetFlows func(t *testing.T)
+	// Incremental, when set, feeds the cases to a policy.Enforcer as
+	// events (so the dataplane sees the compiler's incremental Programs:
+	// reused pod programs, peer set deltas) instead of compiling each.
+	Incremental bool
 }
 
 // TestPolicyDataplane applies the cases in order to one dataplane (so
@@ -478,9 +483,25 @@ type PolicyEnv struct {
 // of the matrix against the case and against the evaluator.
 func TestPolicyDataplane(t *testing.T, env PolicyEnv) {
 	ctx := context.Background()
+	var e *policy.Enforcer
+	if env.Incremental {
+		var err error
+		if e, err = policy.NewEnforcer(policy.Config{Dataplane: env.Dataplane}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prev := &policy.Cluster{}
 	for _, c := range PolicyCases() {
-		prog := policy.Compile(c.Cluster())
-		if err := env.Dataplane.Sync(ctx, prog); err != nil {
+		cl := c.Cluster()
+		prog := policy.Compile(cl)
+		if e != nil {
+			FeedPolicyEvents(e, prev, cl)
+			prev = cl
+			if err := e.Sync(ctx); err != nil {
+				t.Fatalf("%s: sync: %v", c.Name, err)
+			}
+			prog = e.Program()
+		} else if err := env.Dataplane.Sync(ctx, prog); err != nil {
 			t.Fatalf("%s: sync: %v", c.Name, err)
 		}
 		if env.ForgetFlows != nil {
@@ -502,6 +523,54 @@ func TestPolicyDataplane(t *testing.T, env PolicyEnv) {
 			}
 			t.Errorf("case %q:\n  %s", c.Name, joinLines(wrong))
 		}
+	}
+}
+
+// FeedPolicyEvents sends e the events that turn cluster a into cluster b.
+func FeedPolicyEvents(e *policy.Enforcer, a, b *policy.Cluster) {
+	nsA := map[string]policy.Namespace{}
+	for _, ns := range a.Namespaces {
+		nsA[ns.Name] = ns
+	}
+	for _, ns := range b.Namespaces {
+		if old, ok := nsA[ns.Name]; !ok || !reflect.DeepEqual(old, ns) {
+			e.OnNamespaceUpdate(old, ns)
+		}
+		delete(nsA, ns.Name)
+	}
+	for _, ns := range nsA {
+		e.OnNamespaceDelete(ns)
+	}
+	for _, n := range b.Nodes {
+		e.OnNodeAdd(n)
+	}
+	podsA := map[policy.Key]*policy.Pod{}
+	for i := range a.Pods {
+		podsA[a.Pods[i].Key] = &a.Pods[i]
+	}
+	for i := range b.Pods {
+		p := &b.Pods[i]
+		if old, ok := podsA[p.Key]; !ok || !reflect.DeepEqual(*old, *p) {
+			e.OnPodUpdate(old, p)
+		}
+		delete(podsA, p.Key)
+	}
+	for _, p := range podsA {
+		e.OnPodDelete(p)
+	}
+	polA := map[policy.Key]*policy.Policy{}
+	for i := range a.Policies {
+		polA[a.Policies[i].Key] = &a.Policies[i]
+	}
+	for i := range b.Policies {
+		p := &b.Policies[i]
+		if old, ok := polA[p.Key]; !ok || !reflect.DeepEqual(*old, *p) {
+			e.OnPolicyUpdate(old, p)
+		}
+		delete(polA, p.Key)
+	}
+	for _, p := range polA {
+		e.OnPolicyDelete(p)
 	}
 }
 

@@ -39,3 +39,14 @@ func TestPolicyHold(t *testing.T) {
 		t.Errorf("known pod still held")
 	}
 }
+
+func TestPolicyConformanceIncremental(t *testing.T) {
+	f := NewPolicy()
+	drivertest.TestPolicyDataplane(t, drivertest.PolicyEnv{
+		Dataplane:   f,
+		Incremental: true,
+		Reach: func(t *testing.T, p drivertest.Probe) bool {
+			return f.Allowed(drivertest.PolicyPodAddr(p.From, p.Fam), drivertest.PolicyPodAddr(p.To, p.Fam), p.Protocol, p.Port)
+		},
+	})
+}

@@ -191,8 +191,19 @@ type podRender struct {
 }
 
 type setRender struct {
-	src    *policy.AddrSet
-	ranges [2][]addrRange
+	src *policy.AddrSet
+	// delta: the change from the committed version of the set, by family.
+	delta          bool
+	added, removed [2][]addrRange
+}
+
+// byFamily splits ranges by family.
+func byFamily(rs []policy.AddrRange) [2][]addrRange {
+	var out [2][]addrRange
+	for _, x := range rs {
+		out[famIndex(x.From)] = append(out[famIndex(x.From)], addrRange{From: x.From, To: x.To})
+	}
+	return out
 }
 
 func (r *polRender) objects() int { return polFixedObjects + 2*len(r.sets) + len(r.chains) }
@@ -232,13 +243,16 @@ func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map
 		return r
 	}
 	prog.RangeSets(func(set *policy.AddrSet) {
-		if sr := prev.sets[set.Name]; sr != nil && sr.src == set {
-			r.sets[set.Name] = sr
+		old := prev.sets[set.Name]
+		if old != nil && old.src == set {
+			r.sets[set.Name] = old
 			return
 		}
 		sr := &setRender{src: set}
-		for _, x := range set.Ranges {
-			sr.ranges[famIndex(x.From)] = append(sr.ranges[famIndex(x.From)], addrRange{From: x.From, To: x.To})
+		if old != nil {
+			if add, rem, ok := set.DeltaFrom(old.src); ok {
+				sr.delta, sr.added, sr.removed = true, byFamily(add), byFamily(rem)
+			}
 		}
 		r.sets[set.Name] = sr
 	})
@@ -521,17 +535,26 @@ func (q *polQueue) diff(old, new *polRender) {
 		if ns == os {
 			continue
 		}
+		var del, add [2][]addrRange
+		switch {
+		case os == nil:
+			add = byFamily(ns.src.Ranges)
+		case ns.delta:
+			del, add = ns.removed, ns.added
+		default:
+			o, n := byFamily(os.src.Ranges), byFamily(ns.src.Ranges)
+			for fam := range 2 {
+				del[fam], add[fam] = diffRanges(o[fam], n[fam])
+			}
+		}
 		for fam := range 2 {
 			s := &nft.Set{Table: q.table, Name: peerSetName(n, fam), ID: q.id(), KeyType: addrType(fam), Interval: true}
 			if os == nil {
 				q.c.AddSet(s, nil)
 				q.msgs++
-				q.elems(s, rangeElements(ns.ranges[fam]), true)
-				continue
 			}
-			del, add := diffRanges(os.ranges[fam], ns.ranges[fam])
-			q.elems(s, rangeElements(del), false)
-			q.elems(s, rangeElements(add), true)
+			q.elems(s, rangeElements(del[fam]), false)
+			q.elems(s, rangeElements(add[fam]), true)
 		}
 	}
 	slices.Sort(addChains)

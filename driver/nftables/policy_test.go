@@ -97,13 +97,15 @@ func newPolicyDataplane(t testing.TB, node *sandbox.NS, o PolicyOptions) *Policy
 }
 
 // TestPolicyDataplanePrivileged runs the truth-table suite with real
-// packets. Denied connections are rejected (not dropped) so that a denied
-// probe answers at once.
+// packets, the cases fed to an Enforcer as events (so the dataplane applies
+// the compiler's incremental Programs). Denied connections are rejected
+// (not dropped) so that a denied probe answers at once.
 func TestPolicyDataplanePrivileged(t *testing.T) {
 	node, pods := policyWorld(t)
 	d := newPolicyDataplane(t, node, PolicyOptions{Node: drivertest.PolicyNode, Reject: true})
 	drivertest.TestPolicyDataplane(t, drivertest.PolicyEnv{
-		Dataplane: d,
+		Dataplane:   d,
+		Incremental: true,
 		Reach: func(t *testing.T, p drivertest.Probe) bool {
 			dst := netip.AddrPortFrom(drivertest.PolicyPodAddr(p.To, p.Fam), p.Port)
 			if p.Protocol == policy.UDP {
