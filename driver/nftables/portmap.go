@@ -157,6 +157,13 @@ func (p *PortMap) syncOnce(c *nft.Conn, owner string, want []portEntry) (syncRes
 			ch.namesAdd = append(ch.namesAdd, ownerNameElements(other)...)
 		}
 		ch.sort()
+		if len(rd.gen.Key) == 4 {
+			// Rebuild only if no other writer committed since our read:
+			// deleting the generation we read fails the batch otherwise.
+			if err := c.SetDeleteElements(p.objs.gen, []nft.SetElement{{Key: rd.gen.Key}}); err != nil {
+				return syncResult{}, err
+			}
+		}
 		p.removeTable(c)
 		c.AddTable(p.table)
 		if err := o.addSkeleton(c); err != nil {
