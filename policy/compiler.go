@@ -23,6 +23,13 @@ type compiler struct {
 	dirty map[Key]bool // pods whose program is rebuilt by program()
 	// dirtyRules have peer sets (or egress named-port groups) to rebuild.
 	dirtyRules map[*ruleState]bool
+
+	// What the last Program holds, patched by program().
+	last        *Program
+	sorted      []*PodProgram        // progs by pod
+	podIPs      map[Key][]netip.Addr // the addresses in last.pods, by pod
+	errors      []error              // of refused policies, by policy
+	polsChanged bool
 }
 
 type polState struct {
@@ -84,7 +91,8 @@ type ruleState struct {
 func newCompiler() *compiler {
 	return &compiler{nsLabels: map[string]Labels{}, pods: map[Key]*Pod{}, byNS: map[string]map[Key]*Pod{},
 		nodes: map[string][]netip.Addr{}, pols: map[Key]*polState{}, polsByNS: map[string]map[Key]*polState{},
-		progs: map[Key]*PodProgram{}, sets: map[string]*AddrSet{}, dirty: map[Key]bool{}, dirtyRules: map[*ruleState]bool{}}
+		progs: map[Key]*PodProgram{}, sets: map[string]*AddrSet{}, dirty: map[Key]bool{}, dirtyRules: map[*ruleState]bool{},
+		podIPs: map[Key][]netip.Addr{}}
 }
 
 // eachRule calls fn for every rule of every valid policy.
@@ -221,6 +229,7 @@ func (c *compiler) podChanged(k Key, pod *Pod) {
 
 func (c *compiler) setPolicy(p *Policy) {
 	c.deletePolicy(p.Key)
+	c.polsChanged = true
 	ps := &polState{pol: *p, selected: map[Key]bool{}}
 	c.pols[p.Key] = ps
 	if c.polsByNS[p.Namespace] == nil {
@@ -316,6 +325,7 @@ func (c *compiler) deletePolicy(k Key) {
 	if ps == nil {
 		return
 	}
+	c.polsChanged = true
 	for pk := range ps.selected {
 		c.dirty[pk] = true
 	}
@@ -471,31 +481,88 @@ func (c *compiler) program() *Program {
 		c.rebuildRule(rs)
 	}
 	clear(c.dirtyRules)
+	// The previous Program's maps and lists are copied and patched for
+	// what changed (Programs are immutable: a driver may still read the
+	// last one), never rebuilt from every pod.
+	last := c.last
+	if last == nil {
+		last = &Program{byIP: map[netip.Addr]*PodProgram{}, pods: map[netip.Addr]Key{}}
+	}
+	byIP, podIPs := last.byIP, last.pods
+	clonedByIP, clonedPods := false, false
 	for k := range c.dirty {
-		if pp := c.podProgram(k); pp != nil {
+		old := c.progs[k]
+		pp := c.podProgram(k)
+		if pp != nil {
 			c.progs[k] = pp
 		} else {
 			delete(c.progs, k)
 		}
+		i, found := slices.BinarySearchFunc(c.sorted, k, func(p *PodProgram, k Key) int { return p.Pod.Compare(k) })
+		switch {
+		case pp != nil && found:
+			c.sorted[i] = pp
+		case pp != nil:
+			c.sorted = slices.Insert(c.sorted, i, pp)
+		case found:
+			c.sorted = slices.Delete(c.sorted, i, i+1)
+		}
+		if old != pp {
+			if !clonedByIP {
+				byIP, clonedByIP = maps.Clone(byIP), true
+			}
+			if old != nil {
+				for _, ip := range old.IPs {
+					if byIP[ip] == old {
+						delete(byIP, ip)
+					}
+				}
+			}
+			if pp != nil {
+				for _, ip := range pp.IPs {
+					byIP[ip] = pp
+				}
+			}
+		}
+		// Every pod address, isolated or not.
+		pod := c.pods[k]
+		if !slices.Equal(c.podIPs[k], podIPsOf(pod)) {
+			if !clonedPods {
+				podIPs, clonedPods = maps.Clone(podIPs), true
+			}
+			for _, ip := range c.podIPs[k] {
+				if podIPs[ip] == k {
+					delete(podIPs, ip)
+				}
+			}
+			if pod != nil {
+				for _, ip := range pod.IPs {
+					podIPs[ip] = k
+				}
+				c.podIPs[k] = slices.Clone(pod.IPs)
+			} else {
+				delete(c.podIPs, k)
+			}
+		}
 	}
 	clear(c.dirty)
-	prog := &Program{sets: maps.Clone(c.sets), byIP: map[netip.Addr]*PodProgram{}, pods: map[netip.Addr]Key{}}
-	prog.Pods = slices.SortedFunc(maps.Values(c.progs), func(a, b *PodProgram) int { return a.Pod.Compare(b.Pod) })
-	for _, pp := range prog.Pods {
-		for _, ip := range pp.IPs {
-			prog.byIP[ip] = pp
+	if c.polsChanged {
+		c.errors = nil
+		for _, k := range slices.SortedFunc(maps.Keys(c.pols), Key.Compare) {
+			if err := c.pols[k].err; err != nil {
+				c.errors = append(c.errors, err)
+			}
 		}
+		c.polsChanged = false
 	}
-	for k, p := range c.pods {
-		for _, ip := range p.IPs {
-			prog.pods[ip] = k
-		}
-	}
-	keys := slices.SortedFunc(maps.Keys(c.pols), Key.Compare)
-	for _, k := range keys {
-		if err := c.pols[k].err; err != nil {
-			prog.Errors = append(prog.Errors, err)
-		}
-	}
+	prog := &Program{Pods: slices.Clone(c.sorted), Errors: slices.Clone(c.errors), sets: maps.Clone(c.sets), byIP: byIP, pods: podIPs}
+	c.last = prog
 	return prog
+}
+
+func podIPsOf(p *Pod) []netip.Addr {
+	if p == nil {
+		return nil
+	}
+	return p.IPs
 }

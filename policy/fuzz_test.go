@@ -344,7 +344,7 @@ func (g *fuzzGen) cluster() *policy.Cluster {
 		case 12, 13:
 			p.PolicyTypes = []policy.Direction{policy.Egress, policy.Ingress}
 		case 14:
-			p.PolicyTypes = []policy.Direction{} // not nil: isolates nothing
+			p.PolicyTypes = []policy.Direction{} // empty: defaulted like nil
 		default:
 			p.PolicyTypes = []policy.Direction{policy.Ingress, policy.Direction(2 + g.n(2))} // invalid
 		}
@@ -426,7 +426,7 @@ func (r *refEval) sideAllows(self *policy.Pod, dir policy.Direction, peer netip.
 			continue
 		}
 		var applies bool
-		if pol.PolicyTypes == nil {
+		if len(pol.PolicyTypes) == 0 {
 			applies = dir == policy.Ingress || len(pol.Egress) > 0
 		} else {
 			applies = slices.Contains(pol.PolicyTypes, dir)
