@@ -4,12 +4,18 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 )
 
 // compiler holds a cluster and its compiled form, and updates the latter
 // incrementally: an event recompiles only the pods, peer sets and rules it
 // can change. Compile and the Enforcer both use it.
+//
+// Peer sets are shared: every rule whose peers are written the same way
+// (same selectors, same ipBlocks, and, for selectors that need it, the same
+// policy namespace) uses one set, so a label change updates one set, not
+// one per policy that happens to select the same peers.
 type compiler struct {
 	nsLabels map[string]Labels
 	pods     map[Key]*Pod
@@ -17,12 +23,17 @@ type compiler struct {
 	nodes    map[string][]netip.Addr
 	pols     map[Key]*polState
 	polsByNS map[string]map[Key]*polState
+	defs     map[string]*peerDef // by canonical key
 
 	progs map[Key]*PodProgram // isolated pods
 	sets  map[string]*AddrSet
 	dirty map[Key]bool // pods whose program is rebuilt by program()
-	// dirtyRules have peer sets (or egress named-port groups) to rebuild.
+	// dirtyDefs have peer sets to rebuild; dirtyRules egress named-port
+	// groups.
+	dirtyDefs  map[*peerDef]bool
 	dirtyRules map[*ruleState]bool
+	// namedEgress are the rules whose groups depend on peer pods' ports.
+	namedEgress map[*ruleState]bool
 
 	// What the last Program holds, patched by program().
 	last        *Program
@@ -40,6 +51,18 @@ type polState struct {
 	rules    [2][]*ruleState
 }
 
+// peerDef is one distinct peer list: its members and its set.
+type peerDef struct {
+	key, name string
+	ns        string // the namespace podSelector-only peers look in
+	peers     []Peer
+	selPeers  bool
+	blocks    []AddrRange
+	members   map[Key]bool // pods selected by the selector peers
+	ips       []ipCount    // their addresses, sorted (a count per address)
+	refs      int
+}
+
 // setGen numbers AddrSet versions, unique in the process (a driver may see
 // Programs of several compilers).
 var setGen atomic.Uint64
@@ -49,25 +72,25 @@ type ipCount struct {
 	n  int
 }
 
-func (rs *ruleState) addIPs(ips []netip.Addr) {
+func (d *peerDef) addIPs(ips []netip.Addr) {
 	for _, ip := range ips {
-		i, ok := slices.BinarySearchFunc(rs.ips, ip, func(x ipCount, ip netip.Addr) int { return x.ip.Compare(ip) })
+		i, ok := slices.BinarySearchFunc(d.ips, ip, func(x ipCount, ip netip.Addr) int { return x.ip.Compare(ip) })
 		if ok {
-			rs.ips[i].n++
+			d.ips[i].n++
 		} else {
-			rs.ips = slices.Insert(rs.ips, i, ipCount{ip, 1})
+			d.ips = slices.Insert(d.ips, i, ipCount{ip, 1})
 		}
 	}
 }
 
-func (rs *ruleState) removeIPs(ips []netip.Addr) {
+func (d *peerDef) removeIPs(ips []netip.Addr) {
 	for _, ip := range ips {
-		i, ok := slices.BinarySearchFunc(rs.ips, ip, func(x ipCount, ip netip.Addr) int { return x.ip.Compare(ip) })
+		i, ok := slices.BinarySearchFunc(d.ips, ip, func(x ipCount, ip netip.Addr) int { return x.ip.Compare(ip) })
 		if !ok {
 			continue
 		}
-		if rs.ips[i].n--; rs.ips[i].n == 0 {
-			rs.ips = slices.Delete(rs.ips, i, i+1)
+		if d.ips[i].n--; d.ips[i].n == 0 {
+			d.ips = slices.Delete(d.ips, i, i+1)
 		}
 	}
 }
@@ -75,12 +98,7 @@ func (rs *ruleState) removeIPs(ips []netip.Addr) {
 type ruleState struct {
 	id       RuleID
 	owner    *polState
-	rule     *Rule
-	anyPeer  bool // no peers: every address
-	selPeers bool // some peer has selectors
-	blocks   []AddrRange
-	members  map[Key]bool // pods selected by the selector peers
-	ips      []ipCount    // their addresses, sorted (a count per address)
+	def      *peerDef // nil: no peers, every address
 	allPorts bool
 	numeric  []PortRange
 	named    []PortSpec
@@ -91,64 +109,42 @@ type ruleState struct {
 func newCompiler() *compiler {
 	return &compiler{nsLabels: map[string]Labels{}, pods: map[Key]*Pod{}, byNS: map[string]map[Key]*Pod{},
 		nodes: map[string][]netip.Addr{}, pols: map[Key]*polState{}, polsByNS: map[string]map[Key]*polState{},
-		progs: map[Key]*PodProgram{}, sets: map[string]*AddrSet{}, dirty: map[Key]bool{}, dirtyRules: map[*ruleState]bool{},
+		defs: map[string]*peerDef{}, progs: map[Key]*PodProgram{}, sets: map[string]*AddrSet{}, dirty: map[Key]bool{},
+		dirtyDefs: map[*peerDef]bool{}, dirtyRules: map[*ruleState]bool{}, namedEgress: map[*ruleState]bool{},
 		podIPs: map[Key][]netip.Addr{}}
 }
 
-// eachRule calls fn for every rule of every valid policy.
-func (c *compiler) eachRule(fn func(rs *ruleState)) {
-	for _, ps := range c.pols {
-		if ps.err != nil {
-			continue
-		}
-		for d := range 2 {
-			for _, rs := range ps.rules[d] {
-				fn(rs)
-			}
-		}
-	}
-}
-
-// memberOf reports whether a selector peer of rs selects pod.
-func (c *compiler) memberOf(rs *ruleState, pod *Pod) bool {
-	if !rs.selPeers || len(pod.IPs) == 0 {
+// memberOf reports whether a selector peer of d selects pod.
+func (c *compiler) memberOf(d *peerDef, pod *Pod) bool {
+	if !d.selPeers || len(pod.IPs) == 0 {
 		return false
 	}
-	for i := range rs.rule.Peers {
-		p := &rs.rule.Peers[i]
-		if p.IPBlock == nil && peerSelects(p, rs.owner.pol.Namespace, pod, c.nsLabels) {
+	for i := range d.peers {
+		p := &d.peers[i]
+		if p.IPBlock == nil && peerSelects(p, d.ns, pod, c.nsLabels) {
 			return true
 		}
 	}
 	return false
 }
 
-// recheckMember updates rs's membership of pod k, which was old and is
-// now pod (either nil: absent); changed addresses or ports of a member
-// also dirty the rule.
-func (c *compiler) recheckMember(rs *ruleState, k Key, old, pod *Pod, podChanged bool) {
-	was := rs.members[k]
-	is := pod != nil && c.memberOf(rs, pod)
-	if !is && !was {
-		// Egress named ports also reach pods inside ipBlocks, or any pod:
-		// their ports or addresses may have changed.
-		if rs.id.Direction == Egress && len(rs.named) > 0 && podChanged && (rs.anyPeer || len(rs.blocks) > 0) {
-			c.dirtyRules[rs] = true
-		}
-		return
-	}
-	if was && is && !podChanged {
+// recheckMember updates d's membership of pod k, which was old and is now
+// pod (either nil: absent).
+func (c *compiler) recheckMember(d *peerDef, k Key, old, pod *Pod, podChanged bool) {
+	was := d.members[k]
+	is := pod != nil && c.memberOf(d, pod)
+	if (!is && !was) || (was && is && (!podChanged || slices.Equal(old.IPs, pod.IPs))) {
 		return
 	}
 	if was {
-		rs.removeIPs(old.IPs)
-		delete(rs.members, k)
+		d.removeIPs(old.IPs)
+		delete(d.members, k)
 	}
 	if is {
-		rs.addIPs(pod.IPs)
-		rs.members[k] = true
+		d.addIPs(pod.IPs)
+		d.members[k] = true
 	}
-	c.dirtyRules[rs] = true
+	c.dirtyDefs[d] = true
 }
 
 func (c *compiler) setNamespace(name string, l Labels) {
@@ -162,14 +158,17 @@ func (c *compiler) deleteNamespace(name string) {
 }
 
 func (c *compiler) namespaceChanged(name string) {
-	c.eachRule(func(rs *ruleState) {
-		if !rs.selPeers {
-			return
+	for _, d := range c.defs {
+		if !d.selPeers {
+			continue
 		}
 		for k, p := range c.byNS[name] {
-			c.recheckMember(rs, k, p, p, false)
+			c.recheckMember(d, k, p, p, false)
 		}
-	})
+	}
+	for rs := range c.namedEgress {
+		c.dirtyRules[rs] = true
+	}
 }
 
 func (c *compiler) setNode(n Node) {
@@ -219,7 +218,14 @@ func (c *compiler) podChanged(k Key, pod *Pod) {
 			delete(ps.selected, k)
 		}
 	}
-	c.eachRule(func(rs *ruleState) { c.recheckMember(rs, k, old, pod, true) })
+	for _, d := range c.defs {
+		c.recheckMember(d, k, old, pod, true)
+	}
+	// A pod's ports or addresses may change the groups of egress rules
+	// with named ports (destinations are resolved per pod).
+	for rs := range c.namedEgress {
+		c.dirtyRules[rs] = true
+	}
 	c.dirty[k] = true
 	if pod == nil {
 		delete(c.pods, k)
@@ -252,28 +258,16 @@ func (c *compiler) setPolicy(p *Policy) {
 			continue
 		}
 		for i := range rules {
-			rs := c.newRule(ps, RuleID{p.Key, Direction(d), i}, &rules[i])
-			ps.rules[d] = append(ps.rules[d], rs)
-			c.dirtyRules[rs] = true
+			ps.rules[d] = append(ps.rules[d], c.newRule(ps, RuleID{p.Key, Direction(d), i}, &rules[i]))
 		}
 	}
 }
 
 func (c *compiler) newRule(ps *polState, id RuleID, r *Rule) *ruleState {
-	rs := &ruleState{id: id, owner: ps, rule: r, anyPeer: len(r.Peers) == 0, members: map[Key]bool{}, allPorts: len(r.Ports) == 0}
-	var blocks []AddrRange
-	for _, peer := range r.Peers {
-		if b := peer.IPBlock; b != nil {
-			var cut []AddrRange
-			for _, e := range b.Except {
-				cut = append(cut, prefixRange(e))
-			}
-			blocks = append(blocks, subtract([]AddrRange{prefixRange(b.CIDR)}, normalize(cut))...)
-			continue
-		}
-		rs.selPeers = true
+	rs := &ruleState{id: id, owner: ps, allPorts: len(r.Ports) == 0}
+	if len(r.Peers) > 0 {
+		rs.def = c.acquireDef(ps.pol.Namespace, r.Peers)
 	}
-	rs.blocks = normalize(blocks)
 	for _, pp := range r.Ports {
 		switch {
 		case pp.Name != "":
@@ -287,22 +281,123 @@ func (c *compiler) newRule(ps *polState, id RuleID, r *Rule) *ruleState {
 		}
 	}
 	rs.numeric = normalizePorts(rs.numeric)
-	for i := range r.Peers {
-		peer := &r.Peers[i]
-		if peer.IPBlock != nil {
+	if id.Direction == Egress && len(rs.named) > 0 {
+		c.namedEgress[rs] = true
+		c.dirtyRules[rs] = true
+	}
+	return rs
+}
+
+// acquireDef returns the shared definition of a peer list of a policy in
+// namespace ns, making it (members and all) when new.
+func (c *compiler) acquireDef(ns string, peers []Peer) *peerDef {
+	key, needsNS := peersKey(peers)
+	if needsNS {
+		key = "ns=" + ns + ";" + key
+	}
+	if d := c.defs[key]; d != nil {
+		d.refs++
+		return d
+	}
+	d := &peerDef{key: key, name: "peers/" + hashKey(key), ns: ns, peers: slices.Clone(peers), members: map[Key]bool{}, refs: 1}
+	var blocks []AddrRange
+	for i := range peers {
+		peer := &peers[i]
+		if b := peer.IPBlock; b != nil {
+			var cut []AddrRange
+			for _, e := range b.Except {
+				cut = append(cut, prefixRange(e))
+			}
+			blocks = append(blocks, subtract([]AddrRange{prefixRange(b.CIDR)}, normalize(cut))...)
 			continue
 		}
+		d.selPeers = true
 		// Only the pods of the namespaces the peer can select.
-		for _, ns := range c.peerNamespaces(peer, ps.pol.Namespace) {
-			for k, pod := range c.byNS[ns] {
-				if !rs.members[k] && len(pod.IPs) > 0 && (peer.PodSelector == nil || peer.PodSelector.Matches(pod.Labels)) {
-					rs.members[k] = true
-					rs.addIPs(pod.IPs)
+		for _, pns := range c.peerNamespaces(peer, ns) {
+			for k, pod := range c.byNS[pns] {
+				if !d.members[k] && len(pod.IPs) > 0 && (peer.PodSelector == nil || peer.PodSelector.Matches(pod.Labels)) {
+					d.members[k] = true
+					d.addIPs(pod.IPs)
 				}
 			}
 		}
 	}
-	return rs
+	d.blocks = normalize(blocks)
+	c.defs[key] = d
+	c.dirtyDefs[d] = true
+	return d
+}
+
+func (c *compiler) releaseDef(d *peerDef) {
+	if d.refs--; d.refs > 0 {
+		return
+	}
+	delete(c.defs, d.key)
+	delete(c.dirtyDefs, d)
+	delete(c.sets, d.name)
+}
+
+// peersKey is a canonical rendering of a peer list (peers are ORed, so
+// their order does not matter), and whether it depends on the policy's
+// namespace (a podSelector without namespaceSelector).
+func peersKey(peers []Peer) (string, bool) {
+	parts := make([]string, 0, len(peers))
+	needsNS := false
+	for _, p := range peers {
+		var b strings.Builder
+		if blk := p.IPBlock; blk != nil {
+			b.WriteString("block=" + blk.CIDR.String())
+			ex := make([]string, len(blk.Except))
+			for i, e := range blk.Except {
+				ex[i] = e.String()
+			}
+			slices.Sort(ex)
+			b.WriteString("-" + strings.Join(ex, ","))
+		} else {
+			if p.NamespaceSelector == nil {
+				needsNS = true
+				b.WriteString("ns=.")
+			} else {
+				b.WriteString("nssel=" + selectorKey(p.NamespaceSelector))
+			}
+			if p.PodSelector != nil {
+				b.WriteString("|podsel=" + selectorKey(p.PodSelector))
+			}
+		}
+		parts = append(parts, b.String())
+	}
+	slices.Sort(parts)
+	return strings.Join(slices.Compact(parts), ";"), needsNS
+}
+
+func selectorKey(s *Selector) string {
+	var parts []string
+	for k, v := range s.MatchLabels {
+		parts = append(parts, "l:"+k+"="+v)
+	}
+	for _, r := range s.MatchExpressions {
+		vs := slices.Clone(r.Values)
+		slices.Sort(vs)
+		parts = append(parts, "e:"+r.Key+" "+string(r.Operator)+" "+strings.Join(vs, ","))
+	}
+	slices.Sort(parts)
+	return "{" + strings.Join(parts, "&") + "}"
+}
+
+// hashKey is a short stable digest of a definition key (FNV-1a, 64 bits).
+func hashKey(s string) string {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 16)
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[h&15]
+		h >>= 4
+	}
+	return string(b)
 }
 
 // peerNamespaces lists the namespaces whose pods a selector peer of a
@@ -332,7 +427,10 @@ func (c *compiler) deletePolicy(k Key) {
 	for d := range 2 {
 		for _, rs := range ps.rules[d] {
 			delete(c.dirtyRules, rs)
-			delete(c.sets, setName(rs.id, ""))
+			delete(c.namedEgress, rs)
+			if rs.def != nil {
+				c.releaseDef(rs.def)
+			}
 			for _, g := range rs.groups {
 				delete(c.sets, g.Peers)
 			}
@@ -342,36 +440,33 @@ func (c *compiler) deletePolicy(k Key) {
 	delete(c.polsByNS[k.Namespace], k)
 }
 
-// rebuildRule recomputes a rule's peer set and egress named-port groups;
-// when the groups change, the pods the policy selects are recompiled.
-func (c *compiler) rebuildRule(rs *ruleState) {
-	if !rs.anyPeer {
-		name := setName(rs.id, "")
-		set := &AddrSet{Name: name, Ranges: mergeIPs(rs.blocks, rs.ips), gen: setGen.Add(1)}
-		if old := c.sets[name]; old != nil {
-			set.base = old.gen
-			set.removed, set.added = diffSorted(old.Ranges, set.Ranges)
+// rebuildDef makes the next version of a peer set, with its delta.
+func (c *compiler) rebuildDef(d *peerDef) {
+	set := &AddrSet{Name: d.name, Ranges: mergeIPs(d.blocks, d.ips), gen: setGen.Add(1)}
+	if old := c.sets[d.name]; old != nil {
+		if slices.Equal(old.Ranges, set.Ranges) {
+			return
 		}
-		c.sets[name] = set
+		set.base = old.gen
+		set.removed, set.added = diffSorted(old.Ranges, set.Ranges)
 	}
-	if rs.id.Direction != Egress || len(rs.named) == 0 {
-		return
+	c.sets[d.name] = set
+}
+
+// rebuildGroups recomputes the egress named-port groups of a rule; when
+// they change, the pods the policy selects are recompiled.
+func (c *compiler) rebuildGroups(rs *ruleState) {
+	var set *AddrSet
+	if rs.def != nil {
+		set = c.sets[rs.def.name]
+		if c.dirtyDefs[rs.def] || set == nil {
+			c.rebuildDef(rs.def)
+			set = c.sets[rs.def.name]
+		}
 	}
-	set := c.sets[setName(rs.id, "")]
 	groups := map[PortRange][]AddrRange{}
 	for _, q := range c.pods {
 		if len(q.IPs) == 0 {
-			continue
-		}
-		holds := rs.anyPeer || rs.members[q.Key]
-		if !holds {
-			for _, ip := range q.IPs {
-				if set.Contains(ip) {
-					holds = true
-				}
-			}
-		}
-		if !holds {
 			continue
 		}
 		for _, ps := range rs.named {
@@ -380,7 +475,7 @@ func (c *compiler) rebuildRule(rs *ruleState) {
 				continue
 			}
 			for _, ip := range q.IPs {
-				if rs.anyPeer || set.Contains(ip) {
+				if set == nil || set.Contains(ip) {
 					groups[port] = append(groups[port], AddrRange{From: ip, To: ip})
 				}
 			}
@@ -393,7 +488,7 @@ func (c *compiler) rebuildRule(rs *ruleState) {
 	}
 	for _, k := range keys {
 		name := setName(rs.id, "/"+string(k.Protocol)+"-"+itoa(int(k.First)))
-		c.sets[name] = &AddrSet{Name: name, Ranges: normalize(groups[k])}
+		c.sets[name] = &AddrSet{Name: name, Ranges: normalize(groups[k]), gen: setGen.Add(1)}
 		out = append(out, CompiledRule{ID: rs.id, Peers: name, Ports: []PortRange{k}})
 	}
 	if !slices.EqualFunc(out, rs.groups, func(a, b CompiledRule) bool { return a.Peers == b.Peers }) {
@@ -450,8 +545,8 @@ func (c *compiler) podProgram(k Key) *PodProgram {
 // compile gives the rule's CompiledRules for the selected pod self.
 func (rs *ruleState) compile(self *Pod) []CompiledRule {
 	peers := ""
-	if !rs.anyPeer {
-		peers = setName(rs.id, "")
+	if rs.def != nil {
+		peers = rs.def.name
 	}
 	if rs.allPorts {
 		return []CompiledRule{{ID: rs.id, Peers: peers}}
@@ -477,8 +572,12 @@ func (rs *ruleState) compile(self *Pod) []CompiledRule {
 // program brings the compiled form up to date and returns it as an
 // immutable Program.
 func (c *compiler) program() *Program {
+	for d := range c.dirtyDefs {
+		c.rebuildDef(d)
+	}
+	clear(c.dirtyDefs)
 	for rs := range c.dirtyRules {
-		c.rebuildRule(rs)
+		c.rebuildGroups(rs)
 	}
 	clear(c.dirtyRules)
 	// The previous Program's maps and lists are copied and patched for
