@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // Cluster is everything the policies of a cluster depend on.
@@ -91,6 +92,37 @@ type Program struct {
 	sets map[string]*AddrSet
 	byIP map[netip.Addr]*PodProgram
 	pods map[netip.Addr]Key // every pod address, isolated or not
+
+	// gen identifies the Program; base is the generation it was derived
+	// from and changed the pods whose program may differ from it.
+	gen, base uint64
+	changed   []Key
+}
+
+// programGen numbers Programs, unique in the process.
+var programGen atomic.Uint64
+
+// Generation identifies this Program among those of the process.
+func (p *Program) Generation() uint64 { return p.gen }
+
+// ChangedSince returns the pods whose PodProgram may differ from those of
+// the Program of generation gen, when this Program was derived from it
+// (ok false: compare every pod). Pods not listed have the same
+// *PodProgram in both.
+func (p *Program) ChangedSince(gen uint64) (pods []Key, ok bool) {
+	if gen == 0 || p.base != gen {
+		return nil, false
+	}
+	return p.changed, true
+}
+
+// PodOf returns the program of isolated pod k (nil if not isolated).
+func (p *Program) PodOf(k Key) *PodProgram {
+	i, ok := slices.BinarySearchFunc(p.Pods, k, func(pp *PodProgram, k Key) int { return pp.Pod.Compare(k) })
+	if !ok {
+		return nil
+	}
+	return p.Pods[i]
 }
 
 // Set returns the peer set a rule names (nil if none has that name).

@@ -589,7 +589,9 @@ func (c *compiler) program() *Program {
 	}
 	byIP, podIPs := last.byIP, last.pods
 	clonedByIP, clonedPods := false, false
+	changed := make([]Key, 0, len(c.dirty))
 	for k := range c.dirty {
+		changed = append(changed, k)
 		old := c.progs[k]
 		pp := c.podProgram(k)
 		if pp != nil {
@@ -654,7 +656,8 @@ func (c *compiler) program() *Program {
 		}
 		c.polsChanged = false
 	}
-	prog := &Program{Pods: slices.Clone(c.sorted), Errors: slices.Clone(c.errors), sets: maps.Clone(c.sets), byIP: byIP, pods: podIPs}
+	prog := &Program{Pods: slices.Clone(c.sorted), Errors: slices.Clone(c.errors), sets: maps.Clone(c.sets), byIP: byIP, pods: podIPs,
+		gen: programGen.Add(1), base: last.gen, changed: changed}
 	c.last = prog
 	return prog
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -182,7 +183,9 @@ type polRender struct {
 	pods   map[policy.Key]*podRender
 	sets   map[string]*setRender
 	chains map[string]*svcChainSpec // shared by content (see render)
+	refs   map[string]int           // pods using each chain
 	held   [2][]netip.Addr          // sorted
+	gen    uint64                   // of the Program rendered
 }
 
 type podRender struct {
@@ -234,14 +237,14 @@ var polDirNames = [2]string{"ingress", "egress"}
 // per pod): a pod whose rules change points its dispatch elements at
 // another chain, and a chain's rules never change once written.
 func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map[netip.Addr]bool) *polRender {
-	r := &polRender{pods: map[policy.Key]*podRender{}, sets: map[string]*setRender{}, chains: map[string]*svcChainSpec{},
-		held: heldLists(held)}
 	if prev == nil {
 		prev = &polRender{}
 	}
 	if prog == nil {
-		return r
+		return &polRender{pods: map[policy.Key]*podRender{}, sets: map[string]*setRender{}, chains: map[string]*svcChainSpec{},
+			refs: map[string]int{}, held: heldLists(held)}
 	}
+	r := &polRender{sets: map[string]*setRender{}, held: heldLists(held), gen: prog.Generation()}
 	prog.RangeSets(func(set *policy.AddrSet) {
 		old := prev.sets[set.Name]
 		if old != nil && old.src == set {
@@ -256,6 +259,21 @@ func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map
 		}
 		r.sets[set.Name] = sr
 	})
+	if changed, ok := prog.ChangedSince(prev.gen); ok && prev.pods != nil {
+		// Only the pods the compiler recompiled: copy and patch.
+		r.pods, r.chains, r.refs = maps.Clone(prev.pods), maps.Clone(prev.chains), maps.Clone(prev.refs)
+		for _, k := range changed {
+			if old := r.pods[k]; old != nil {
+				r.release(old)
+				delete(r.pods, k)
+			}
+			if pp := prog.PodOf(k); pp != nil && (p.opts.Node == "" || pp.Node == p.opts.Node) {
+				r.pods[k] = p.renderPod(pp, r)
+			}
+		}
+		return r
+	}
+	r.pods, r.chains, r.refs = map[policy.Key]*podRender{}, map[string]*svcChainSpec{}, map[string]int{}
 	for _, pp := range prog.Pods {
 		if p.opts.Node != "" && pp.Node != p.opts.Node {
 			continue
@@ -265,36 +283,54 @@ func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map
 			for _, name := range pr.chains {
 				if name != "" {
 					r.chains[name] = prev.chains[name]
+					r.refs[name]++
 				}
 			}
 			continue
 		}
-		pr := &podRender{pp: pp}
-		for d := range 2 {
-			dp := pp.Dirs[d]
-			if dp == nil {
-				continue
-			}
-			ch := &svcChainSpec{}
-			for _, cr := range dp.Rules {
-				for fam := range 2 {
-					ch.rules = append(ch.rules, ruleExprs(policy.Direction(d), fam, &cr)...)
-				}
-			}
-			ch.rules = append(ch.rules, p.denyRules(policy.Direction(d), dp.Policies[0])...)
-			sum := sha256.Sum256([]byte(ch.fingerprint()))
-			ch.name = polDirNames[d] + "-" + hex.EncodeToString(sum[:8])
-			if c, ok := r.chains[ch.name]; ok {
-				ch = c
-			} else if c, ok := prev.chains[ch.name]; ok {
-				ch = c
-			}
-			r.chains[ch.name] = ch
-			pr.chains[d] = ch.name
-		}
-		r.pods[pp.Pod] = pr
+		r.pods[pp.Pod] = p.renderPod(pp, r)
 	}
 	return r
+}
+
+// renderPod renders the chains of one pod into r (sharing those r has).
+func (p *PolicyDataplane) renderPod(pp *policy.PodProgram, r *polRender) *podRender {
+	pr := &podRender{pp: pp}
+	for d := range 2 {
+		dp := pp.Dirs[d]
+		if dp == nil {
+			continue
+		}
+		ch := &svcChainSpec{}
+		for _, cr := range dp.Rules {
+			for fam := range 2 {
+				ch.rules = append(ch.rules, ruleExprs(policy.Direction(d), fam, &cr)...)
+			}
+		}
+		ch.rules = append(ch.rules, p.denyRules(policy.Direction(d), dp.Policies[0])...)
+		sum := sha256.Sum256([]byte(ch.fingerprint()))
+		ch.name = polDirNames[d] + "-" + hex.EncodeToString(sum[:8])
+		if c, ok := r.chains[ch.name]; ok {
+			ch = c
+		}
+		r.chains[ch.name] = ch
+		r.refs[ch.name]++
+		pr.chains[d] = ch.name
+	}
+	return pr
+}
+
+// release drops a pod's references to its chains.
+func (r *polRender) release(pr *podRender) {
+	for _, name := range pr.chains {
+		if name == "" {
+			continue
+		}
+		if r.refs[name]--; r.refs[name] <= 0 {
+			delete(r.refs, name)
+			delete(r.chains, name)
+		}
+	}
 }
 
 // ruleExprs renders one compiled rule for one family: one nft rule per
