@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -166,5 +167,97 @@ func TestEnforcerRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProgramDeltas checks what the Enforcer's successive Programs tell a
+// driver: the pods changed since the previous one (others keep their
+// *PodProgram), and peer set deltas that turn the old set into the new.
+func TestProgramDeltas(t *testing.T) {
+	dp := fake.NewPolicy()
+	e, err := policy.NewEnforcer(policy.Config{Dataplane: dp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := drivertest.PolicyCases()
+	var withPeers drivertest.PolicyCase
+	for _, pc := range c {
+		if pc.Name == "ingress from a namespace" {
+			withPeers = pc
+		}
+	}
+	w := withPeers.Cluster()
+	feed(e, &policy.Cluster{}, w)
+	sync := func() *policy.Program {
+		if err := e.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return e.Program()
+	}
+	p1 := sync()
+	if _, ok := p1.ChangedSince(0); ok {
+		t.Error("a first Program claims a base")
+	}
+	// Namespace z relabelled ns=y: its pods join the peer set of x/from-y.
+	w2 := clone(w)
+	for i := range w2.Namespaces {
+		if w2.Namespaces[i].Name == "z" {
+			w2.Namespaces[i].Labels = policy.Labels{"ns": "y"}
+		}
+	}
+	feed(e, w, w2)
+	p2 := sync()
+	changed, ok := p2.ChangedSince(p1.Generation())
+	if !ok {
+		t.Fatal("no delta from the previous Program")
+	}
+	for _, pp := range p1.Pods {
+		if !slices.Contains(changed, pp.Pod) && p2.PodOf(pp.Pod) != pp {
+			t.Errorf("%s not listed as changed but its program differs", pp.Pod)
+		}
+	}
+	deltas := 0
+	for _, s2 := range p2.Sets() {
+		s1 := p1.Set(s2.Name)
+		if s1 == nil || s1 == s2 {
+			continue
+		}
+		deltas++
+		add, rem, ok := s2.DeltaFrom(s1)
+		if !ok {
+			t.Fatalf("set %s changed without a delta", s2.Name)
+		}
+		// Applying the delta to the old ranges gives the new ones.
+		got := map[policy.AddrRange]bool{}
+		for _, r := range s1.Ranges {
+			got[r] = true
+		}
+		for _, r := range rem {
+			if !got[r] {
+				t.Errorf("delta removes %v, not in the old set", r)
+			}
+			delete(got, r)
+		}
+		for _, r := range add {
+			got[r] = true
+		}
+		if len(got) != len(s2.Ranges) {
+			t.Errorf("old set + delta has %d ranges, new set %d", len(got), len(s2.Ranges))
+		}
+		for _, r := range s2.Ranges {
+			if !got[r] {
+				t.Errorf("old set + delta lacks %v", r)
+			}
+		}
+		if _, _, ok := s2.DeltaFrom(s2); ok {
+			t.Error("a set claims a delta from itself")
+		}
+	}
+	if deltas == 0 {
+		t.Error("no peer set changed with the namespace's label")
+	}
+	// A Program compiled apart shares no generation.
+	if _, ok := policy.Compile(w2).ChangedSince(p2.Generation()); ok {
+		t.Error("a separately compiled Program claims the Enforcer's as base")
 	}
 }
