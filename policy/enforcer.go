@@ -116,17 +116,24 @@ func (e *Enforcer) OnNodeUpdate(_, n Node)      { e.OnNodeAdd(n) }
 func (e *Enforcer) OnNodeDelete(n Node)         { e.record(func(c *compiler) { c.deleteNode(n.Name) }) }
 func (e *Enforcer) OnPolicyUpdate(_, p *Policy) { e.OnPolicyAdd(p) }
 
-// OnPolicyAdd records a policy. An invalid one is logged and enforced as
-// absent (it never widens what others allow).
+// OnPolicyAdd records a policy (nil is ignored). An invalid one is logged
+// and enforced as absent (it never widens what others allow).
 func (e *Enforcer) OnPolicyAdd(p *Policy) {
+	if p == nil {
+		return
+	}
 	if err := p.Validate(); err != nil {
 		e.log.Warn("policy refused", "policy", p.Key.String(), "err", err)
 	}
 	e.record(func(c *compiler) { c.setPolicy(p) })
 }
 
-// OnPolicyDelete records the deletion of a policy.
-func (e *Enforcer) OnPolicyDelete(p *Policy) { e.record(func(c *compiler) { c.deletePolicy(p.Key) }) }
+// OnPolicyDelete records the deletion of a policy (nil is ignored).
+func (e *Enforcer) OnPolicyDelete(p *Policy) {
+	if p != nil {
+		e.record(func(c *compiler) { c.deletePolicy(p.Key) })
+	}
+}
 
 // Sync compiles what changed and hands the Program to the dataplane now.
 // Run calls it; tests and programs may too.

@@ -146,6 +146,11 @@ func TestEnforcerRun(t *testing.T) {
 	if _, err := policy.NewEnforcer(policy.Config{}); err == nil {
 		t.Error("no dataplane accepted")
 	}
+	// Nil objects are ignored, never a panic.
+	e.OnPodAdd(nil)
+	e.OnPodDelete(nil)
+	e.OnPolicyAdd(nil)
+	e.OnPolicyDelete(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- e.Run(ctx) }()
