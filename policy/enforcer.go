@@ -107,13 +107,30 @@ func (e *Enforcer) OnNamespaceDelete(ns Namespace) {
 	e.record(func(c *compiler) { c.deleteNamespace(ns.Name) })
 }
 
-// OnPodAdd, OnPodUpdate and OnPodDelete record a pod.
-func (e *Enforcer) OnPodAdd(p *Pod)             { e.record(func(c *compiler) { c.setPod(p) }) }
-func (e *Enforcer) OnPodUpdate(_, p *Pod)       { e.OnPodAdd(p) }
-func (e *Enforcer) OnPodDelete(p *Pod)          { e.record(func(c *compiler) { c.deletePod(p.Key) }) }
-func (e *Enforcer) OnNodeAdd(n Node)            { e.record(func(c *compiler) { c.setNode(n) }) }
-func (e *Enforcer) OnNodeUpdate(_, n Node)      { e.OnNodeAdd(n) }
-func (e *Enforcer) OnNodeDelete(n Node)         { e.record(func(c *compiler) { c.deleteNode(n.Name) }) }
+// OnPodAdd, OnPodUpdate and OnPodDelete record a pod (nil is ignored).
+func (e *Enforcer) OnPodAdd(p *Pod) {
+	if p != nil {
+		e.record(func(c *compiler) { c.setPod(p) })
+	}
+}
+
+// OnPodUpdate records the new version of a pod.
+func (e *Enforcer) OnPodUpdate(_, p *Pod) { e.OnPodAdd(p) }
+
+// OnPodDelete records the deletion of a pod.
+func (e *Enforcer) OnPodDelete(p *Pod) {
+	if p != nil {
+		e.record(func(c *compiler) { c.deletePod(p.Key) })
+	}
+}
+
+// OnNodeAdd, OnNodeUpdate and OnNodeDelete record a node (its addresses:
+// traffic between a pod and its own node always passes).
+func (e *Enforcer) OnNodeAdd(n Node)       { e.record(func(c *compiler) { c.setNode(n) }) }
+func (e *Enforcer) OnNodeUpdate(_, n Node) { e.OnNodeAdd(n) }
+func (e *Enforcer) OnNodeDelete(n Node)    { e.record(func(c *compiler) { c.deleteNode(n.Name) }) }
+
+// OnPolicyUpdate records the new version of a policy.
 func (e *Enforcer) OnPolicyUpdate(_, p *Policy) { e.OnPolicyAdd(p) }
 
 // OnPolicyAdd records a policy (nil is ignored). An invalid one is logged
