@@ -15,6 +15,10 @@ type Cluster struct {
 	Pods       []Pod
 	Nodes      []Node
 	Policies   []Policy
+	// AdminPolicies are AdminNetworkPolicies; Baseline the
+	// BaselineAdminNetworkPolicy (nil: none).
+	AdminPolicies []AdminPolicy
+	Baseline      *AdminPolicy
 }
 
 // RuleID names one rule of one policy: "ns/name ingress[0]".
@@ -63,10 +67,18 @@ func (r *CompiledRule) matches(p *Program, peer netip.Addr, proto Protocol, port
 
 // DirProgram is what one pod allows in one direction, once isolated.
 type DirProgram struct {
-	// Policies select the pod for this direction (sorted).
+	// Admin are the rules of the admin policies selecting the pod, in
+	// evaluation order: the first that matches decides (Pass: go on to
+	// NetworkPolicy).
+	Admin []AdminCompiledRule
+	// Policies are the NetworkPolicies isolating the pod for this
+	// direction (sorted); none: not isolated by NetworkPolicy.
 	Policies []Key
-	// Rules allow; what no rule allows is denied.
+	// Rules allow; what no rule allows is denied (when Policies isolate).
 	Rules []CompiledRule
+	// Baseline are the rules of the baseline admin policy, for pods no
+	// NetworkPolicy isolates: the first that matches decides, else allow.
+	Baseline []AdminCompiledRule
 }
 
 // PodProgram is the policy of one pod.
@@ -162,6 +174,12 @@ func Compile(c *Cluster) *Program {
 	}
 	for i := range c.Policies {
 		cp.setPolicy(&c.Policies[i])
+	}
+	for i := range c.AdminPolicies {
+		cp.setAdminPolicy(&c.AdminPolicies[i], false)
+	}
+	if c.Baseline != nil {
+		cp.setAdminPolicy(c.Baseline, true)
 	}
 	return cp.program()
 }

@@ -24,6 +24,8 @@ type compiler struct {
 	pols     map[Key]*polState
 	polsByNS map[string]map[Key]*polState
 	defs     map[string]*peerDef // by canonical key
+	admins   []*polState         // admin policies in evaluation order
+	baseline *polState
 
 	progs map[Key]*PodProgram // isolated pods
 	sets  map[string]*AddrSet
@@ -49,6 +51,8 @@ type polState struct {
 	dirs     [2]bool
 	selected map[Key]bool
 	rules    [2][]*ruleState
+	// Admin policies: the policy (pol.Key names it in rule IDs).
+	admin *AdminPolicy
 }
 
 // peerDef is one distinct peer list: its members and its set.
@@ -97,6 +101,7 @@ func (d *peerDef) removeIPs(ips []netip.Addr) {
 
 type ruleState struct {
 	id       RuleID
+	action   AdminAction // admin rules
 	owner    *polState
 	def      *peerDef // nil: no peers, every address
 	allPorts bool
@@ -169,6 +174,110 @@ func (c *compiler) namespaceChanged(name string) {
 	for rs := range c.namedEgress {
 		c.dirtyRules[rs] = true
 	}
+	// Admin subjects select by namespace labels.
+	for _, ps := range c.adminStates() {
+		if ps.err != nil {
+			continue
+		}
+		for k, p := range c.byNS[name] {
+			if sel := c.subjectSelects(&ps.admin.Subject, p); sel != ps.selected[k] {
+				if sel {
+					ps.selected[k] = true
+				} else {
+					delete(ps.selected, k)
+				}
+				c.dirty[k] = true
+			}
+		}
+	}
+}
+
+// adminStates lists the admin policies and the baseline.
+func (c *compiler) adminStates() []*polState {
+	if c.baseline == nil {
+		return c.admins
+	}
+	return append(slices.Clip(c.admins), c.baseline)
+}
+
+// setAdminPolicy records an admin policy (baseline: the baseline one).
+func (c *compiler) setAdminPolicy(a *AdminPolicy, baseline bool) {
+	c.deleteAdminPolicy(a.Name, baseline)
+	c.polsChanged = true
+	cp := *a
+	ps := &polState{pol: Policy{Key: a.key(baseline)}, selected: map[Key]bool{}, admin: &cp}
+	if baseline {
+		c.baseline = ps
+	} else {
+		i, _ := slices.BinarySearchFunc(c.admins, ps, compareAdmin)
+		c.admins = slices.Insert(c.admins, i, ps)
+	}
+	if ps.err = a.Validate(baseline); ps.err != nil {
+		return
+	}
+	ps.dirs = [2]bool{len(a.Ingress) > 0, len(a.Egress) > 0}
+	for k, pod := range c.pods {
+		if c.subjectSelects(&cp.Subject, pod) {
+			ps.selected[k] = true
+			c.dirty[k] = true
+		}
+	}
+	for d, rules := range [2][]AdminRule{cp.Ingress, cp.Egress} {
+		for i := range rules {
+			r := &Rule{Peers: adminPeers(rules[i].Peers), Ports: rules[i].Ports}
+			rs := c.newRule(ps, RuleID{ps.pol.Key, Direction(d), i}, r)
+			rs.action = rules[i].Action
+			ps.rules[d] = append(ps.rules[d], rs)
+		}
+	}
+}
+
+func compareAdmin(a, b *polState) int {
+	if a.admin.Priority != b.admin.Priority {
+		return int(a.admin.Priority) - int(b.admin.Priority)
+	}
+	return strings.Compare(a.admin.Name, b.admin.Name)
+}
+
+// deleteAdminPolicy removes an admin policy (baseline: the baseline one).
+func (c *compiler) deleteAdminPolicy(name string, baseline bool) {
+	var ps *polState
+	if baseline {
+		if c.baseline != nil && c.baseline.admin.Name == name {
+			ps, c.baseline = c.baseline, nil
+		}
+	} else {
+		i := slices.IndexFunc(c.admins, func(p *polState) bool { return p.admin.Name == name })
+		if i >= 0 {
+			ps = c.admins[i]
+			c.admins = slices.Delete(c.admins, i, i+1)
+		}
+	}
+	if ps == nil {
+		return
+	}
+	c.polsChanged = true
+	c.releaseRules(ps)
+}
+
+// releaseRules drops what a policy's rules hold and recompiles the pods
+// it selected.
+func (c *compiler) releaseRules(ps *polState) {
+	for pk := range ps.selected {
+		c.dirty[pk] = true
+	}
+	for d := range 2 {
+		for _, rs := range ps.rules[d] {
+			delete(c.dirtyRules, rs)
+			delete(c.namedEgress, rs)
+			if rs.def != nil {
+				c.releaseDef(rs.def)
+			}
+			for _, g := range rs.groups {
+				delete(c.sets, g.Peers)
+			}
+		}
+	}
 }
 
 func (c *compiler) setNode(n Node) {
@@ -213,6 +322,13 @@ func (c *compiler) podChanged(k Key, pod *Pod) {
 			continue
 		}
 		if sel := pod != nil && len(pod.IPs) > 0 && ps.pol.PodSelector.Matches(pod.Labels); sel {
+			ps.selected[k] = true
+		} else {
+			delete(ps.selected, k)
+		}
+	}
+	for _, ps := range c.adminStates() {
+		if ps.err == nil && pod != nil && c.subjectSelects(&ps.admin.Subject, pod) {
 			ps.selected[k] = true
 		} else {
 			delete(ps.selected, k)
@@ -421,21 +537,7 @@ func (c *compiler) deletePolicy(k Key) {
 		return
 	}
 	c.polsChanged = true
-	for pk := range ps.selected {
-		c.dirty[pk] = true
-	}
-	for d := range 2 {
-		for _, rs := range ps.rules[d] {
-			delete(c.dirtyRules, rs)
-			delete(c.namedEgress, rs)
-			if rs.def != nil {
-				c.releaseDef(rs.def)
-			}
-			for _, g := range rs.groups {
-				delete(c.sets, g.Peers)
-			}
-		}
-	}
+	c.releaseRules(ps)
 	delete(c.pols, k)
 	delete(c.polsByNS[k.Namespace], k)
 }
@@ -535,6 +637,34 @@ func (c *compiler) podProgram(k Key) *PodProgram {
 				dp.Rules = append(dp.Rules, rs.compile(pod)...)
 			}
 		}
+	}
+	tier := func(ps *polState, baseline bool) {
+		if ps.err != nil || !ps.selected[k] {
+			return
+		}
+		for d := range 2 {
+			for _, rs := range ps.rules[d] {
+				dp := pp.Dirs[d]
+				if dp == nil {
+					dp = &DirProgram{}
+					pp.Dirs[d] = dp
+				}
+				for _, cr := range rs.compile(pod) {
+					acr := AdminCompiledRule{CompiledRule: cr, Action: rs.action}
+					if baseline {
+						dp.Baseline = append(dp.Baseline, acr)
+					} else {
+						dp.Admin = append(dp.Admin, acr)
+					}
+				}
+			}
+		}
+	}
+	for _, ps := range c.admins {
+		tier(ps, false)
+	}
+	if c.baseline != nil {
+		tier(c.baseline, true)
 	}
 	if pp.Dirs[Ingress] == nil && pp.Dirs[Egress] == nil {
 		return nil
@@ -649,6 +779,11 @@ func (c *compiler) program() *Program {
 	clear(c.dirty)
 	if c.polsChanged {
 		c.errors = nil
+		for _, ps := range c.adminStates() {
+			if ps.err != nil {
+				c.errors = append(c.errors, ps.err)
+			}
+		}
 		for _, k := range slices.SortedFunc(maps.Keys(c.pols), Key.Compare) {
 			if err := c.pols[k].err; err != nil {
 				c.errors = append(c.errors, err)

@@ -130,6 +130,34 @@ func (e *Enforcer) OnNodeAdd(n Node)       { e.record(func(c *compiler) { c.setN
 func (e *Enforcer) OnNodeUpdate(_, n Node) { e.OnNodeAdd(n) }
 func (e *Enforcer) OnNodeDelete(n Node)    { e.record(func(c *compiler) { c.deleteNode(n.Name) }) }
 
+// OnAdminPolicyAdd records an AdminNetworkPolicy (OnAdminPolicyUpdate its
+// new version; nil is ignored).
+func (e *Enforcer) OnAdminPolicyAdd(a *AdminPolicy) {
+	if a != nil {
+		e.record(func(c *compiler) { c.setAdminPolicy(a, false) })
+	}
+}
+func (e *Enforcer) OnAdminPolicyUpdate(_, a *AdminPolicy) { e.OnAdminPolicyAdd(a) }
+
+// OnAdminPolicyDelete records the deletion of an AdminNetworkPolicy.
+func (e *Enforcer) OnAdminPolicyDelete(a *AdminPolicy) {
+	if a != nil {
+		e.record(func(c *compiler) { c.deleteAdminPolicy(a.Name, false) })
+	}
+}
+
+// OnBaselinePolicyUpdate records the BaselineAdminNetworkPolicy (nil: it
+// was deleted).
+func (e *Enforcer) OnBaselinePolicyUpdate(old, b *AdminPolicy) {
+	e.record(func(c *compiler) {
+		if b != nil {
+			c.setAdminPolicy(b, true)
+		} else if old != nil {
+			c.deleteAdminPolicy(old.Name, true)
+		}
+	})
+}
+
 // OnPolicyUpdate records the new version of a policy.
 func (e *Enforcer) OnPolicyUpdate(_, p *Policy) { e.OnPolicyAdd(p) }
 

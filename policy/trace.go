@@ -20,13 +20,20 @@ type Step struct {
 	Self bool
 	// AllowedBy lists the rules that allow the packet (empty when denied).
 	AllowedBy []RuleID
+	// DeniedBy is the admin or baseline rule that denies the packet.
+	DeniedBy *RuleID
+	// Passed is the admin rule that passed the packet on to
+	// NetworkPolicy.
+	Passed *RuleID
 	// Policies are the policies isolating the pod (when denied, these are
 	// the policies none of whose rules allow it).
 	Policies []Key
 }
 
 // Allowed reports whether this side lets the packet through.
-func (s Step) Allowed() bool { return !s.Isolated || s.Node || s.Self || len(s.AllowedBy) > 0 }
+func (s Step) Allowed() bool {
+	return s.Node || s.Self || (s.DeniedBy == nil && (!s.Isolated || len(s.AllowedBy) > 0))
+}
 
 // Decision is the verdict on a new connection and how it was reached.
 type Decision struct {
@@ -54,6 +61,8 @@ func (s Step) explain() string {
 		return s.Pod.String() + " not isolated"
 	case s.Node:
 		return s.Pod.String() + " with its own node"
+	case s.DeniedBy != nil:
+		return s.Pod.String() + " denied by " + s.DeniedBy.String()
 	case len(s.AllowedBy) > 0:
 		ids := make([]string, len(s.AllowedBy))
 		for i, id := range s.AllowedBy {
@@ -94,13 +103,48 @@ func (p *Program) step(self netip.Addr, dir Direction, peer netip.Addr, proto Pr
 		return s
 	}
 	dp := pp.Dirs[dir]
-	s.Isolated, s.Policies = true, dp.Policies
 	for _, n := range pp.NodeIPs {
 		if n == peer {
-			s.Node = true
+			s.Isolated, s.Node = true, true
 			return s
 		}
 	}
+	// Admin policies first: the first rule that matches decides.
+	for i := range dp.Admin {
+		r := &dp.Admin[i]
+		if !r.matches(p, peer, proto, port) {
+			continue
+		}
+		id := r.ID
+		switch r.Action {
+		case ActionAllow:
+			s.AllowedBy = []RuleID{id}
+			return s
+		case ActionDeny:
+			s.DeniedBy = &id
+			return s
+		}
+		s.Passed = &id
+		break
+	}
+	if len(dp.Policies) == 0 {
+		// Not isolated by NetworkPolicy: the baseline decides, else allow.
+		for i := range dp.Baseline {
+			r := &dp.Baseline[i]
+			if !r.matches(p, peer, proto, port) {
+				continue
+			}
+			id := r.ID
+			if r.Action == ActionDeny {
+				s.DeniedBy = &id
+			} else {
+				s.AllowedBy = []RuleID{id}
+			}
+			return s
+		}
+		return s
+	}
+	s.Isolated, s.Policies = true, dp.Policies
 	for i := range dp.Rules {
 		r := &dp.Rules[i]
 		if r.matches(p, peer, proto, port) && (len(s.AllowedBy) == 0 || s.AllowedBy[len(s.AllowedBy)-1] != r.ID) {

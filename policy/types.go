@@ -61,7 +61,12 @@ type Key struct {
 	Namespace, Name string
 }
 
-func (k Key) String() string { return k.Namespace + "/" + k.Name }
+func (k Key) String() string {
+	if k.Namespace == "" {
+		return k.Name // cluster-scoped (admin policies)
+	}
+	return k.Namespace + "/" + k.Name
+}
 
 // Compare orders keys by namespace, then name.
 func (k Key) Compare(o Key) int {

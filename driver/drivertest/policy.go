@@ -110,6 +110,9 @@ func (p Probe) String() string {
 type PolicyCase struct {
 	Name     string
 	Policies []policy.Policy
+	// AdminPolicies and Baseline: the admin tiers.
+	AdminPolicies []policy.AdminPolicy
+	Baseline      *policy.AdminPolicy
 	// Mutate, when set, changes the world (labels) first.
 	Mutate func(c *policy.Cluster)
 	// Allowed is the expected verdict of each probe.
@@ -128,6 +131,8 @@ func (c *PolicyCase) Cluster() *policy.Cluster {
 		c.Mutate(w)
 	}
 	w.Policies = c.Policies
+	w.AdminPolicies = c.AdminPolicies
+	w.Baseline = c.Baseline
 	return w
 }
 
@@ -184,6 +189,14 @@ func cidr(k policy.Key, fam, bits int) netip.Prefix {
 }
 
 func all(Probe) bool { return true }
+
+// ns selects every pod of the namespaces nsSel selects; nsPods the pods
+// podSel selects in them.
+func ns(nsSel *policy.Selector) policy.AdminSelector { return policy.AdminSelector{Namespaces: *nsSel} }
+
+func nsPods(nsSel, podSel *policy.Selector) policy.AdminSelector {
+	return policy.AdminSelector{Namespaces: *nsSel, Pods: podSel}
+}
 
 // PolicyCases are the truth-table cases: the upstream e2e NetworkPolicy
 // scenarios and more, each with the whole expected matrix.
@@ -438,6 +451,62 @@ func PolicyCases() []PolicyCase {
 					p.Ingress = []policy.Rule{{Peers: []policy.Peer{{IPBlock: &policy.IPBlock{CIDR: cidr(yb, 0, 20), Except: []netip.Prefix{cidr(xa, 0, 20)}}}}}}
 				})},
 			Allowed: func(p Probe) bool { return p.To.Namespace != "x" }},
+		{Name: "admin deny overrides a NetworkPolicy allow",
+			Policies: []policy.Policy{pol("x", "allow-all", sel("pod", "a"), func(p *policy.Policy) { p.Ingress = []policy.Rule{{}} })},
+			AdminPolicies: []policy.AdminPolicy{{Name: "deny-y", Priority: 10, Subject: nsPods(sel("ns", "x"), sel("pod", "a")),
+				Ingress: []policy.AdminRule{{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel("ns", "y"))}}}}},
+			Allowed: func(p Probe) bool { return p.To != xa || p.From.Namespace != "y" }},
+		{Name: "admin allow overrides a NetworkPolicy deny",
+			Policies: []policy.Policy{pol("x", "deny", sel(), func(p *policy.Policy) { p.PolicyTypes = ingressOnly })},
+			AdminPolicies: []policy.AdminPolicy{{Name: "allow-y", Priority: 5, Subject: ns(sel("ns", "x")),
+				Ingress: []policy.AdminRule{{Action: policy.ActionAllow, Peers: []policy.AdminSelector{ns(sel("ns", "y"))}}}}},
+			Allowed: func(p Probe) bool { return p.To.Namespace != "x" || p.From.Namespace == "y" }},
+		{Name: "admin pass hands over to NetworkPolicy",
+			AdminPolicies: []policy.AdminPolicy{
+				{Name: "pass-y", Priority: 1, Subject: ns(sel("ns", "x")),
+					Ingress: []policy.AdminRule{{Action: policy.ActionPass, Peers: []policy.AdminSelector{ns(sel("ns", "y"))}}}},
+				{Name: "deny-all", Priority: 2, Subject: ns(sel("ns", "x")),
+					Ingress: []policy.AdminRule{{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel())}}}},
+			},
+			Policies: []policy.Policy{pol("x", "only-b", sel("pod", "a"), func(p *policy.Policy) {
+				p.Ingress = []policy.Rule{{Peers: []policy.Peer{{NamespaceSelector: sel(), PodSelector: sel("pod", "b")}}}}
+			})},
+			Allowed: func(p Probe) bool {
+				if p.To.Namespace != "x" {
+					return true
+				}
+				return p.From.Namespace == "y" && (p.To != xa || p.From.Name == "b")
+			}},
+		{Name: "admin priorities: the lower number wins",
+			AdminPolicies: []policy.AdminPolicy{
+				{Name: "b-deny", Priority: 20, Subject: nsPods(sel("ns", "x"), sel("pod", "a")),
+					Ingress: []policy.AdminRule{{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel("ns", "y"))}}}},
+				{Name: "a-allow", Priority: 10, Subject: nsPods(sel("ns", "x"), sel("pod", "a")),
+					Ingress: []policy.AdminRule{{Action: policy.ActionAllow, Peers: []policy.AdminSelector{nsPods(sel("ns", "y"), sel("pod", "b"))}}}},
+			},
+			Allowed: func(p Probe) bool { return p.To != xa || p.From.Namespace != "y" || p.From == yb }},
+		{Name: "admin egress deny on one port",
+			AdminPolicies: []policy.AdminPolicy{{Name: "no-z-80", Priority: 100, Subject: ns(sel("ns", "x")),
+				Egress: []policy.AdminRule{{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel("ns", "z"))}, Ports: []policy.PortSpec{tcpPort(80)}}}}},
+			Allowed: func(p Probe) bool {
+				return !(p.From.Namespace == "x" && p.To.Namespace == "z" && p.Protocol == policy.TCP && p.Port == 80)
+			}},
+		{Name: "baseline applies to pods no NetworkPolicy isolates",
+			Policies: []policy.Policy{pol("x", "allow-all", sel("pod", "a"), func(p *policy.Policy) { p.Ingress = []policy.Rule{{}} })},
+			Baseline: &policy.AdminPolicy{Name: "default", Subject: ns(sel()),
+				Ingress: []policy.AdminRule{{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel("ns", "z"))}}}},
+			Allowed: func(p Probe) bool { return p.From.Namespace != "z" || p.To == xa }},
+		{Name: "baseline rules apply in order",
+			Baseline: &policy.AdminPolicy{Name: "default", Subject: ns(sel("ns", "y")),
+				Ingress: []policy.AdminRule{
+					{Action: policy.ActionAllow, Peers: []policy.AdminSelector{ns(sel("ns", "x"))}},
+					{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel())}},
+				}},
+			Allowed: func(p Probe) bool { return p.To.Namespace != "y" || p.From.Namespace == "x" }},
+		{Name: "an invalid admin policy is refused",
+			AdminPolicies: []policy.AdminPolicy{{Name: "too-low", Priority: 2000, Subject: ns(sel()),
+				Ingress: []policy.AdminRule{{Action: policy.ActionDeny, Peers: []policy.AdminSelector{ns(sel())}}}}},
+			Allowed: all},
 		{Name: "IPv6 ipBlock only",
 			Policies: []policy.Policy{pol("x", "v6", sel("pod", "a"), func(p *policy.Policy) {
 				p.Ingress = []policy.Rule{{Peers: []policy.Peer{{IPBlock: &policy.IPBlock{CIDR: netip.MustParsePrefix("fd00:10:244::/48")}}}}}
@@ -571,6 +640,23 @@ func FeedPolicyEvents(e *policy.Enforcer, a, b *policy.Cluster) {
 	}
 	for _, p := range polA {
 		e.OnPolicyDelete(p)
+	}
+	anpA := map[string]*policy.AdminPolicy{}
+	for i := range a.AdminPolicies {
+		anpA[a.AdminPolicies[i].Name] = &a.AdminPolicies[i]
+	}
+	for i := range b.AdminPolicies {
+		p := &b.AdminPolicies[i]
+		if old, ok := anpA[p.Name]; !ok || !reflect.DeepEqual(*old, *p) {
+			e.OnAdminPolicyUpdate(old, p)
+		}
+		delete(anpA, p.Name)
+	}
+	for _, p := range anpA {
+		e.OnAdminPolicyDelete(p)
+	}
+	if !reflect.DeepEqual(a.Baseline, b.Baseline) {
+		e.OnBaselinePolicyUpdate(a.Baseline, b.Baseline)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 const (
 	PolicyChainForward = "forward"
 	polHeldSet         = "held"
+	polChainAdminDeny  = "admin-deny"
 )
 
 // PolicyOptions configures a PolicyDataplane.
@@ -133,7 +134,7 @@ func (p *PolicyDataplane) syncLocked(c *nft.Conn, prog *policy.Program, hold []n
 	if full {
 		old = &polRender{}
 	}
-	q := &polQueue{c: c, table: p.table}
+	q := &polQueue{c: c, table: p.table, adminDeny: p.denyRulesPrefixed("kubewire-deny admin")}
 	if full {
 		p.removeTable(c)
 		q.skeleton()
@@ -190,7 +191,8 @@ type polRender struct {
 
 type podRender struct {
 	pp     *policy.PodProgram
-	chains [2]string // chain names; "": not isolated in that direction
+	chains [2]string // entry chain names; "": no policy in that direction
+	extra  [2]string // the chain admin rules pass to ("": none)
 }
 
 type setRender struct {
@@ -280,7 +282,7 @@ func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map
 		}
 		if pr := prev.pods[pp.Pod]; pr != nil && pr.pp == pp {
 			r.pods[pp.Pod] = pr
-			for _, name := range pr.chains {
+			for _, name := range append(pr.chains[:], pr.extra[:]...) {
 				if name != "" {
 					r.chains[name] = prev.chains[name]
 					r.refs[name]++
@@ -293,36 +295,74 @@ func (p *PolicyDataplane) render(prog *policy.Program, prev *polRender, held map
 	return r
 }
 
-// renderPod renders the chains of one pod into r (sharing those r has).
+// renderPod renders the chains of one pod into r (sharing those r has):
+// for each direction, the admin rules (Allow: return, Deny: goto
+// admin-deny, Pass: goto the next chain) and then the NetworkPolicy part:
+// its allow rules and the deny, or, for a pod no NetworkPolicy isolates,
+// the baseline rules (falling through: allowed).
 func (p *PolicyDataplane) renderPod(pp *policy.PodProgram, r *polRender) *podRender {
 	pr := &podRender{pp: pp}
+	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	deny := &expr.Verdict{Kind: expr.VerdictGoto, Chain: polChainAdminDeny}
 	for d := range 2 {
 		dp := pp.Dirs[d]
 		if dp == nil {
 			continue
 		}
-		ch := &svcChainSpec{}
-		for _, cr := range dp.Rules {
-			for fam := range 2 {
-				ch.rules = append(ch.rules, ruleExprs(policy.Direction(d), fam, &cr)...)
+		dir := policy.Direction(d)
+		np := &svcChainSpec{}
+		if len(dp.Policies) > 0 {
+			for _, cr := range dp.Rules {
+				for fam := range 2 {
+					np.rules = append(np.rules, ruleExprs(dir, fam, &cr, ret)...)
+				}
+			}
+			np.rules = append(np.rules, p.denyRules(dir, dp.Policies[0])...)
+		} else {
+			for _, ar := range dp.Baseline {
+				v := ret
+				if ar.Action == policy.ActionDeny {
+					v = deny
+				}
+				for fam := range 2 {
+					np.rules = append(np.rules, ruleExprs(dir, fam, &ar.CompiledRule, v)...)
+				}
 			}
 		}
-		ch.rules = append(ch.rules, p.denyRules(policy.Direction(d), dp.Policies[0])...)
-		sum := sha256.Sum256([]byte(ch.fingerprint()))
-		ch.name = polDirNames[d] + "-" + hex.EncodeToString(sum[:8])
-		if c, ok := r.chains[ch.name]; ok {
-			ch = c
+		name := r.addChain(polDirNames[d], np)
+		if len(dp.Admin) > 0 {
+			pass := &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}
+			admin := &svcChainSpec{}
+			for _, ar := range dp.Admin {
+				v := map[policy.AdminAction]*expr.Verdict{policy.ActionAllow: ret, policy.ActionDeny: deny, policy.ActionPass: pass}[ar.Action]
+				for fam := range 2 {
+					admin.rules = append(admin.rules, ruleExprs(dir, fam, &ar.CompiledRule, v)...)
+				}
+			}
+			admin.rules = append(admin.rules, svcRule{exprs: []expr.Any{pass}})
+			pr.extra[d], name = name, r.addChain("admin-"+polDirNames[d], admin)
 		}
-		r.chains[ch.name] = ch
-		r.refs[ch.name]++
-		pr.chains[d] = ch.name
+		pr.chains[d] = name
 	}
 	return pr
 }
 
+// addChain names ch after its contents, shares an equal chain r has, and
+// counts the reference.
+func (r *polRender) addChain(prefix string, ch *svcChainSpec) string {
+	sum := sha256.Sum256([]byte(ch.fingerprint()))
+	ch.name = prefix + "-" + hex.EncodeToString(sum[:8])
+	if c, ok := r.chains[ch.name]; ok {
+		ch = c
+	}
+	r.chains[ch.name] = ch
+	r.refs[ch.name]++
+	return ch.name
+}
+
 // release drops a pod's references to its chains.
 func (r *polRender) release(pr *podRender) {
-	for _, name := range pr.chains {
+	for _, name := range append(pr.chains[:], pr.extra[:]...) {
 		if name == "" {
 			continue
 		}
@@ -335,7 +375,7 @@ func (r *polRender) release(pr *podRender) {
 
 // ruleExprs renders one compiled rule for one family: one nft rule per
 // allowed port range, ending in return.
-func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule) []svcRule {
+func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule, verdict *expr.Verdict) []svcRule {
 	f := svcFamilies[fam]
 	base := nfprotoIs(f.portFamily)
 	if cr.Peers != "" {
@@ -348,7 +388,7 @@ func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule) []svcRule
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: f.addrLen},
 			&expr.Lookup{SourceRegister: reg1, SetName: set})
 	}
-	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	ret := verdict
 	if cr.Ports == nil {
 		return []svcRule{{exprs: append(base, ret)}}
 	}
@@ -388,9 +428,13 @@ var polProtos = map[policy.Protocol]byte{policy.TCP: unix.IPPROTO_TCP, policy.UD
 // denyRules end a chain: log (rate limited, the prefix naming the
 // direction and the first policy isolating the pod) and drop or reject.
 func (p *PolicyDataplane) denyRules(dir policy.Direction, pol policy.Key) []svcRule {
+	return p.denyRulesPrefixed("kubewire-deny " + polDirNames[dir] + " " + pol.String())
+}
+
+// denyRulesPrefixed is denyRules with a log prefix of its own.
+func (p *PolicyDataplane) denyRulesPrefixed(prefix string) []svcRule {
 	var out []svcRule
 	if p.opts.LogGroup != 0 {
-		prefix := "kubewire-deny " + polDirNames[dir] + " " + pol.String()
 		if len(prefix) > 127 {
 			prefix = prefix[:127]
 		}
@@ -414,7 +458,7 @@ func (p *PolicyDataplane) denyRules(dir policy.Direction, pol policy.Key) []svcR
 // Fixed objects: the forward chain, per family the held set and the two
 // dispatch maps.
 const (
-	polFixedObjects = 1 + 2*3
+	polFixedObjects = 2 + 2*3
 	polForwardRules = 1 + 2*2 + 2*2
 )
 
@@ -426,10 +470,11 @@ func polVmapName(dir, fam int) string { return polDirNames[dir] + "-pods-" + svc
 
 // polQueue queues a policy table change.
 type polQueue struct {
-	c      *nft.Conn
-	table  *nft.Table
-	msgs   int
-	nextID uint32
+	c         *nft.Conn
+	table     *nft.Table
+	msgs      int
+	nextID    uint32
+	adminDeny []svcRule // the rules of the admin-deny chain
 }
 
 func (q *polQueue) id() uint32 { q.nextID++; return q.nextID }
@@ -446,6 +491,11 @@ func (q *polQueue) skeleton() {
 	}
 	q.c.AddChain(&nft.Chain{Name: PolicyChainForward, Table: q.table, Type: nft.ChainTypeFilter,
 		Hooknum: nft.ChainHookForward, Priority: nft.ChainPriorityFilter})
+	// Denials of admin and baseline rules (log, then drop or reject).
+	q.c.AddChain(&nft.Chain{Name: polChainAdminDeny, Table: q.table})
+	for _, r := range q.adminDeny {
+		q.c.AddRule(&nft.Rule{Table: q.table, Chain: &nft.Chain{Name: polChainAdminDeny, Table: q.table}, Exprs: r.exprs})
+	}
 	add := func(exprs []expr.Any, comment string) {
 		r := &nft.Rule{Table: q.table, Chain: &nft.Chain{Name: PolicyChainForward, Table: q.table}, Exprs: exprs}
 		if comment != "" {
@@ -552,11 +602,15 @@ func (q *polQueue) diff(old, new *polRender) {
 		}
 		q.elems(&nft.Set{Name: polHeldSet + "-" + svcFamilies[f].suffix}, del, false)
 	}
+	// Flush them all first: an admin chain refers to the chain it passes to.
 	slices.Sort(delChains)
 	for _, n := range delChains {
 		q.c.FlushChain(&nft.Chain{Name: n, Table: q.table})
+		q.msgs++
+	}
+	for _, n := range delChains {
 		q.c.DelChain(&nft.Chain{Name: n, Table: q.table})
-		q.msgs += 2
+		q.msgs++
 	}
 	for _, n := range sortedKeys(old.sets) {
 		if _, ok := new.sets[n]; !ok {
