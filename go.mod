@@ -14,6 +14,7 @@ require (
 	golang.org/x/sys v0.50.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
+	sigs.k8s.io/network-policy-api v0.3.0
 )
 
 require (

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 )
 
 // AdminAction is what an admin policy rule does with the traffic it
@@ -47,7 +48,9 @@ type AdminRule struct {
 	Name   string
 	Action AdminAction
 	Peers  []AdminSelector
-	Ports  []PortSpec
+	// Networks are CIDRs (egress only): any address in them, pods' too.
+	Networks []netip.Prefix
+	Ports    []PortSpec
 }
 
 // Key names the policy in rule IDs and traces.
@@ -96,8 +99,17 @@ func (a *AdminPolicy) Validate(baseline bool) error {
 			default:
 				return bad(f+".action", string(r.Action), "must be Allow, Deny or Pass (the baseline: Allow or Deny)")
 			}
-			if len(r.Peers) == 0 {
+			if len(r.Peers)+len(r.Networks) == 0 {
 				return bad(f+"."+peerField, "", "at least one peer is required")
+			}
+			for j, n := range r.Networks {
+				nf := fmt.Sprintf("%s.%s.networks[%d]", f, peerField, j)
+				if dir.name == "ingress" {
+					return bad(nf, n.String(), "networks are egress peers only")
+				}
+				if !n.IsValid() || n.Addr().Zone() != "" || n.Addr().Is4In6() {
+					return bad(nf, n.String(), "not a valid CIDR")
+				}
 			}
 			for j := range r.Peers {
 				if err := check(&r.Peers[j], fmt.Sprintf("%s.%s[%d]", f, peerField, j)); err != nil {
@@ -114,13 +126,16 @@ func (a *AdminPolicy) Validate(baseline bool) error {
 	return nil
 }
 
-// peers turns admin peers into policy peers (every admin peer names its
-// namespaces, so none depends on a policy namespace).
-func adminPeers(ps []AdminSelector) []Peer {
-	out := make([]Peer, len(ps))
-	for i := range ps {
-		ns := ps[i].Namespaces
-		out[i] = Peer{NamespaceSelector: &ns, PodSelector: ps[i].Pods}
+// adminPeers turns an admin rule's peers into policy peers (every admin
+// peer names its namespaces, so none depends on a policy namespace).
+func adminPeers(r *AdminRule) []Peer {
+	out := make([]Peer, 0, len(r.Peers)+len(r.Networks))
+	for i := range r.Peers {
+		ns := r.Peers[i].Namespaces
+		out = append(out, Peer{NamespaceSelector: &ns, PodSelector: r.Peers[i].Pods})
+	}
+	for _, n := range r.Networks {
+		out = append(out, Peer{IPBlock: &IPBlock{CIDR: n.Masked()}})
 	}
 	return out
 }

@@ -224,7 +224,7 @@ func (c *compiler) setAdminPolicy(a *AdminPolicy, baseline bool) {
 	}
 	for d, rules := range [2][]AdminRule{cp.Ingress, cp.Egress} {
 		for i := range rules {
-			r := &Rule{Peers: adminPeers(rules[i].Peers), Ports: rules[i].Ports}
+			r := &Rule{Peers: adminPeers(&rules[i]), Ports: rules[i].Ports}
 			rs := c.newRule(ps, RuleID{ps.pol.Key, Direction(d), i}, r)
 			rs.action = rules[i].Action
 			ps.rules[d] = append(ps.rules[d], rs)
