@@ -134,7 +134,7 @@ func (p *PolicyDataplane) syncLocked(c *nft.Conn, prog *policy.Program, hold []n
 	if full {
 		old = &polRender{}
 	}
-	q := &polQueue{c: c, table: p.table, adminDeny: p.denyRulesPrefixed("kubewire-deny admin")}
+	q := &polQueue{c: c, table: p.table, adminDeny: p.denyVerdict()}
 	if full {
 		p.removeTable(c)
 		q.skeleton()
@@ -320,12 +320,8 @@ func (p *PolicyDataplane) renderPod(pp *policy.PodProgram, r *polRender) *podRen
 			np.rules = append(np.rules, p.denyRules(dir, dp.Policies[0])...)
 		} else {
 			for _, ar := range dp.Baseline {
-				v := ret
-				if ar.Action == policy.ActionDeny {
-					v = deny
-				}
 				for fam := range 2 {
-					np.rules = append(np.rules, ruleExprs(dir, fam, &ar.CompiledRule, v)...)
+					np.rules = append(np.rules, p.adminRuleExprs(dir, fam, &ar, ret, deny, nil)...)
 				}
 			}
 		}
@@ -334,9 +330,8 @@ func (p *PolicyDataplane) renderPod(pp *policy.PodProgram, r *polRender) *podRen
 			pass := &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}
 			admin := &svcChainSpec{}
 			for _, ar := range dp.Admin {
-				v := map[policy.AdminAction]*expr.Verdict{policy.ActionAllow: ret, policy.ActionDeny: deny, policy.ActionPass: pass}[ar.Action]
 				for fam := range 2 {
-					admin.rules = append(admin.rules, ruleExprs(dir, fam, &ar.CompiledRule, v)...)
+					admin.rules = append(admin.rules, p.adminRuleExprs(dir, fam, &ar, ret, deny, pass)...)
 				}
 			}
 			admin.rules = append(admin.rules, svcRule{exprs: []expr.Any{pass}})
@@ -345,6 +340,22 @@ func (p *PolicyDataplane) renderPod(pp *policy.PodProgram, r *polRender) *podRen
 		pr.chains[d] = name
 	}
 	return pr
+}
+
+// adminRuleExprs renders an admin or baseline rule; with LogGroup, a Deny
+// is first logged (rate limited) with the rule's ID as prefix.
+func (p *PolicyDataplane) adminRuleExprs(dir policy.Direction, fam int, ar *policy.AdminCompiledRule, allow, deny, pass *expr.Verdict) []svcRule {
+	switch ar.Action {
+	case policy.ActionAllow:
+		return ruleExprs(dir, fam, &ar.CompiledRule, allow)
+	case policy.ActionPass:
+		return ruleExprs(dir, fam, &ar.CompiledRule, pass)
+	}
+	var out []svcRule
+	if p.opts.LogGroup != 0 {
+		out = ruleExprsThen(dir, fam, &ar.CompiledRule, p.logExprs("kubewire-deny "+ar.ID.String()))
+	}
+	return append(out, ruleExprs(dir, fam, &ar.CompiledRule, deny)...)
 }
 
 // addChain names ch after its contents, shares an equal chain r has, and
@@ -375,7 +386,12 @@ func (r *polRender) release(pr *podRender) {
 
 // ruleExprs renders one compiled rule for one family: one nft rule per
 // allowed port range, ending in return.
-func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule, verdict *expr.Verdict) []svcRule {
+func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule, verdict expr.Any) []svcRule {
+	return ruleExprsThen(dir, fam, cr, []expr.Any{verdict})
+}
+
+// ruleExprsThen is ruleExprs ending each rule with the statements then.
+func ruleExprsThen(dir policy.Direction, fam int, cr *policy.CompiledRule, then []expr.Any) []svcRule {
 	f := svcFamilies[fam]
 	base := nfprotoIs(f.portFamily)
 	if cr.Peers != "" {
@@ -388,9 +404,8 @@ func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule, verdict *
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: f.addrLen},
 			&expr.Lookup{SourceRegister: reg1, SetName: set})
 	}
-	ret := verdict
 	if cr.Ports == nil {
-		return []svcRule{{exprs: append(base, ret)}}
+		return []svcRule{{exprs: append(base, then...)}}
 	}
 	var out []svcRule
 	for _, pr := range cr.Ports {
@@ -407,7 +422,7 @@ func ruleExprs(dir policy.Direction, fam int, cr *policy.CompiledRule, verdict *
 					&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: binary.BigEndian.AppendUint16(nil, pr.Last)})
 			}
 		}
-		out = append(out, svcRule{exprs: append(ex, ret)})
+		out = append(out, svcRule{exprs: append(ex, then...)})
 	}
 	return out
 }
@@ -428,31 +443,36 @@ var polProtos = map[policy.Protocol]byte{policy.TCP: unix.IPPROTO_TCP, policy.UD
 // denyRules end a chain: log (rate limited, the prefix naming the
 // direction and the first policy isolating the pod) and drop or reject.
 func (p *PolicyDataplane) denyRules(dir policy.Direction, pol policy.Key) []svcRule {
-	return p.denyRulesPrefixed("kubewire-deny " + polDirNames[dir] + " " + pol.String())
-}
-
-// denyRulesPrefixed is denyRules with a log prefix of its own.
-func (p *PolicyDataplane) denyRulesPrefixed(prefix string) []svcRule {
 	var out []svcRule
 	if p.opts.LogGroup != 0 {
-		if len(prefix) > 127 {
-			prefix = prefix[:127]
-		}
-		out = append(out, svcRule{exprs: []expr.Any{
-			&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(p.opts.LogRate), Unit: expr.LimitTimeSecond, Burst: p.opts.LogRate},
-			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: p.opts.LogGroup, Data: []byte(prefix)},
-		}})
+		out = append(out, svcRule{exprs: p.logExprs("kubewire-deny " + polDirNames[dir] + " " + pol.String())})
 	}
+	return append(out, p.denyVerdict()...)
+}
+
+// logExprs copies the packet to the nflog group with prefix, rate limited.
+func (p *PolicyDataplane) logExprs(prefix string) []expr.Any {
+	if len(prefix) > 127 {
+		prefix = prefix[:127]
+	}
+	return []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(p.opts.LogRate), Unit: expr.LimitTimeSecond, Burst: p.opts.LogRate},
+		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: p.opts.LogGroup, Data: []byte(prefix)},
+	}
+}
+
+// denyVerdict is drop, or reject (TCP reset, ICMP administratively
+// prohibited) with Reject.
+func (p *PolicyDataplane) denyVerdict() []svcRule {
 	if p.opts.Reject {
-		out = append(out,
+		return []svcRule{
 			svcRule{exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}},
-			svcRule{exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}})
-		return out
+			svcRule{exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}}}
 	}
-	return append(out, svcRule{exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})
+	return []svcRule{{exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}}
 }
 
 // Fixed objects: the forward chain, per family the held set and the two

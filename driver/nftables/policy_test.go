@@ -238,3 +238,42 @@ func flushTable(t *testing.T, ns *sandbox.NS, table string) error {
 	c.FlushTable(&nft.Table{Family: nft.TableFamilyINet, Name: table})
 	return c.Flush()
 }
+
+// TestPolicyRenderAdmin checks the chains of a pod under admin policies:
+// the admin chain in front (Allow return, Deny logged with the rule's ID
+// then goto admin-deny, Pass goto the NetworkPolicy chain), then the
+// NetworkPolicy chain.
+func TestPolicyRenderAdmin(t *testing.T) {
+	w := drivertest.PolicyWorld()
+	sel := func(k, v string) policy.Selector { return policy.Selector{MatchLabels: map[string]string{k: v}} }
+	w.AdminPolicies = []policy.AdminPolicy{{Name: "guard", Priority: 1, Subject: policy.AdminSelector{Namespaces: sel("ns", "x")},
+		Ingress: []policy.AdminRule{
+			{Action: policy.ActionDeny, Peers: []policy.AdminSelector{{Namespaces: sel("ns", "z")}}},
+			{Action: policy.ActionPass, Peers: []policy.AdminSelector{{Namespaces: sel("ns", "y")}}},
+		}}}
+	w.Policies = []policy.Policy{{Key: policy.Key{Namespace: "x", Name: "deny"}, PolicyTypes: []policy.Direction{policy.Ingress}}}
+	prog := policy.Compile(w)
+	d := &PolicyDataplane{opts: PolicyOptions{LogGroup: 7, LogRate: 10}}
+	r := d.render(prog, nil, nil)
+	pr := r.pods[policy.Key{Namespace: "x", Name: "a"}]
+	if pr == nil || pr.extra[policy.Ingress] == "" {
+		t.Fatalf("x/a rendered %+v, want an admin chain in front", pr)
+	}
+	var admin []string
+	for _, rule := range r.chains[pr.chains[policy.Ingress]].rules {
+		admin = append(admin, ruleString(&nft.Rule{Exprs: rule.exprs}))
+	}
+	text := strings.Join(admin, "\n")
+	for _, want := range []string{
+		`log prefix "kubewire-deny AdminNetworkPolicy/guard ingress[0]" group 7`,
+		"goto " + polChainAdminDeny,
+		"goto " + pr.extra[policy.Ingress],
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("admin chain lacks %q:\n%s", want, text)
+		}
+	}
+	if !strings.HasPrefix(pr.chains[policy.Ingress], "admin-ingress-") || !strings.HasPrefix(pr.extra[policy.Ingress], "ingress-") {
+		t.Errorf("chain names %q %q", pr.chains[policy.Ingress], pr.extra[policy.Ingress])
+	}
+}
