@@ -87,7 +87,16 @@ func BenchmarkPolicySync(b *testing.B) {
 		}
 		b.ReportMetric(float64(isolated), "isolated-pods")
 	})
-	b.Run("label-change-with-1k-policies-5k-pods", func(b *testing.B) {
+	for _, nPods := range []int{5000, 10000} {
+		benchLabelChange(b, d, benchPolicyCluster(nPods, 1000), nPods)
+	}
+}
+
+// benchLabelChange times one pod label change through an Enforcer and d.
+func benchLabelChange(b *testing.B, d *PolicyDataplane, cl *policy.Cluster, nPods int) {
+	ctx := context.Background()
+	b.Run(fmt.Sprintf("label-change-with-1k-policies-%dk-pods", nPods/1000), func(b *testing.B) {
+		d.committed = nil
 		e, err := policy.NewEnforcer(policy.Config{Dataplane: d})
 		if err != nil {
 			b.Fatal(err)
