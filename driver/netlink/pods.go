@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 
 	vnl "github.com/vishvananda/netlink"
@@ -59,6 +61,12 @@ func (d *Driver) SetupNode(ctx context.Context, spec network.NodeSpec) error {
 	// needs it to solicit pods' addresses for traffic it forwards.
 	if err := d.ns.SetSysctl("net/ipv6/conf/"+spec.Bridge+"/accept_dad", "0"); err != nil {
 		return fmt.Errorf("netlink: %w", err)
+	}
+	// Pods' IPv4 traffic comes in on the bridge: see configurePod.
+	if spec.IPv4 {
+		if err := d.ns.SetSysctl("net.ipv4.conf."+spec.Bridge+".forwarding", "1"); err != nil {
+			return fmt.Errorf("netlink: %w", err)
+		}
 	}
 	for _, a := range spec.BridgeAddrs {
 		if err := d.nl.AddrReplace(br, &vnl.Addr{IPNet: ipNet(a), Flags: ifaNoDAD}); err != nil {
@@ -186,7 +194,16 @@ func (d *Driver) configurePod(spec network.PodSpec, alias string, podNL *vnl.Han
 		}
 	}
 
-	// Host side.
+	// Host side. IPv4 forwarding is decided by the device a packet comes
+	// in on: set it on the host end itself. net.ipv4.ip_forward (set by
+	// SetupNode) should have done it through the namespace's default, but
+	// concurrent first writes of ip_forward can leave it set with no device
+	// forwarding (seen with 50 parallel CNI ADDs on a fresh node).
+	if spec.Bridge == "" && slices.ContainsFunc(spec.Addresses, func(p netip.Prefix) bool { return p.Addr().Is4() }) {
+		if err := d.ns.SetSysctl("net.ipv4.conf."+spec.HostIfName+".forwarding", "1"); err != nil {
+			return network.PodLink{}, fmt.Errorf("netlink: %w", err)
+		}
+	}
 	if host.Attrs().Alias != alias {
 		if err := d.nl.LinkSetAlias(host, alias); err != nil {
 			return network.PodLink{}, fmt.Errorf("netlink: alias on %s: %w", spec.HostIfName, err)
