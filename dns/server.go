@@ -375,7 +375,12 @@ func (s *Server) Run(ctx context.Context) error {
 		srv.Handler = s
 		all = append(all, sv)
 	}
+	var fast []*udpServer
 	for _, pc := range pcs {
+		if u, ok := s.fastUDP(pc); ok {
+			fast = append(fast, u)
+			continue
+		}
 		add(&mdns.Server{PacketConn: pc, UDPSize: 65535})
 	}
 	for _, l := range lns {
@@ -407,6 +412,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
+	for _, u := range fast {
+		u.start()
+	}
 	var bg sync.WaitGroup
 	if fatal == nil {
 		for _, f := range s.forwarders {
@@ -430,6 +438,10 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-sv.done:
 		case <-sctx.Done():
 		}
+	}
+	for _, u := range fast {
+		_ = u.conn.Close() // the workers see net.ErrClosed and return
+		u.wg.Wait()
 	}
 	bg.Wait()
 	return fatal

@@ -42,6 +42,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -61,7 +62,20 @@ func main() {
 	only := flag.String("scenario", "", "run only this scenario")
 	serveOnly := flag.Bool("serve", false, "only serve -services peer-style services on -addr until SIGINT/SIGTERM (for dnsperf)")
 	addr := flag.String("addr", "127.0.0.1:10053", "UDP and TCP address of -serve")
+	cpuProfile := flag.String("cpuprofile", "", "with -serve: write a CPU profile of the serving to this file")
 	flag.Parse()
+	if *serveOnly && *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *serveOnly {
 		if err := serve(*services, *addr); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
