@@ -19,33 +19,89 @@ func AdminPolicy(a *anp.AdminNetworkPolicy) (*policy.AdminPolicy, error) {
 	if a == nil {
 		return nil, fmt.Errorf("kubeconv: nil AdminNetworkPolicy: %w", policy.ErrInvalid)
 	}
-	c := failer("adminnetworkpolicy " + a.Name)
-	out := &policy.AdminPolicy{Name: a.Name, Priority: a.Spec.Priority}
+	var in, eg []adminRuleIn
+	for _, r := range a.Spec.Ingress {
+		in = append(in, adminRuleIn{name: r.Name, action: policy.AdminAction(r.Action), from: r.From, ports: r.Ports})
+	}
+	for _, r := range a.Spec.Egress {
+		eg = append(eg, adminRuleIn{name: r.Name, action: policy.AdminAction(r.Action), to: r.To, ports: r.Ports})
+	}
+	return adminPolicy(failer("adminnetworkpolicy "+a.Name), a.Name, a.Spec.Priority, &a.Spec.Subject, in, eg, false)
+}
+
+// BaselineAdminPolicy converts the BaselineAdminNetworkPolicy (as
+// AdminPolicy: node peers are refused).
+func BaselineAdminPolicy(b *anp.BaselineAdminNetworkPolicy) (*policy.AdminPolicy, error) {
+	if b == nil {
+		return nil, fmt.Errorf("kubeconv: nil BaselineAdminNetworkPolicy: %w", policy.ErrInvalid)
+	}
+	var in, eg []adminRuleIn
+	for _, r := range b.Spec.Ingress {
+		in = append(in, adminRuleIn{name: r.Name, action: policy.AdminAction(r.Action), from: r.From, ports: r.Ports})
+	}
+	for _, r := range b.Spec.Egress {
+		to := make([]anp.AdminNetworkPolicyEgressPeer, len(r.To))
+		for i, p := range r.To {
+			to[i] = anp.AdminNetworkPolicyEgressPeer{Namespaces: p.Namespaces, Pods: p.Pods, Nodes: p.Nodes, Networks: p.Networks}
+		}
+		eg = append(eg, adminRuleIn{name: r.Name, action: policy.AdminAction(r.Action), to: to, ports: r.Ports})
+	}
+	return adminPolicy(failer("baselineadminnetworkpolicy "+b.Name), b.Name, 0, &b.Spec.Subject, in, eg, true)
+}
+
+// adminRuleIn is a rule of either kind of admin policy: ingress peers in
+// from, egress peers in to (as AdminNetworkPolicy spells them, a superset
+// of the baseline's).
+type adminRuleIn struct {
+	name   string
+	action policy.AdminAction
+	from   []anp.AdminNetworkPolicyIngressPeer
+	to     []anp.AdminNetworkPolicyEgressPeer
+	ports  *[]anp.AdminNetworkPolicyPort
+}
+
+// adminPolicy converts what both kinds of admin policy share.
+func adminPolicy(c failer, name string, prio int32, subject *anp.AdminNetworkPolicySubject, in, eg []adminRuleIn, baseline bool) (*policy.AdminPolicy, error) {
+	out := &policy.AdminPolicy{Name: name, Priority: prio}
 	var err error
-	if out.Subject, err = c.adminSubject(&a.Spec.Subject, "spec.subject"); err != nil {
+	if out.Subject, err = c.adminSubject(subject, "spec.subject"); err != nil {
 		return nil, err
 	}
-	for i, r := range a.Spec.Ingress {
-		f := fmt.Sprintf("spec.ingress[%d]", i)
-		rule := policy.AdminRule{Name: r.Name, Action: policy.AdminAction(r.Action)}
-		for j, p := range r.From {
+	if out.Ingress, err = c.adminRules(in, "spec.ingress"); err != nil {
+		return nil, err
+	}
+	if out.Egress, err = c.adminRules(eg, "spec.egress"); err != nil {
+		return nil, err
+	}
+	if err := out.Validate(baseline); err != nil {
+		return nil, fmt.Errorf("kubeconv: %w", err)
+	}
+	return out, nil
+}
+
+func (c failer) adminRules(rules []adminRuleIn, field string) ([]policy.AdminRule, error) {
+	var out []policy.AdminRule
+	for i, r := range rules {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		rule := policy.AdminRule{Name: r.name, Action: r.action}
+		for j, p := range r.from {
 			sel, err := c.adminPeer(p.Namespaces, p.Pods, fmt.Sprintf("%s.from[%d]", f, j))
 			if err != nil {
 				return nil, err
 			}
 			rule.Peers = append(rule.Peers, sel)
 		}
-		if rule.Ports, err = c.adminPorts(r.Ports, f+".ports"); err != nil {
-			return nil, err
-		}
-		out.Ingress = append(out.Ingress, rule)
-	}
-	for i, r := range a.Spec.Egress {
-		f := fmt.Sprintf("spec.egress[%d]", i)
-		rule := policy.AdminRule{Name: r.Name, Action: policy.AdminAction(r.Action)}
-		for j, p := range r.To {
+		for j, p := range r.to {
 			pf := fmt.Sprintf("%s.to[%d]", f, j)
+			set := 0
+			for _, on := range []bool{p.Namespaces != nil, p.Pods != nil, p.Nodes != nil, len(p.Networks) > 0, len(p.DomainNames) > 0} {
+				if on {
+					set++
+				}
+			}
 			switch {
+			case set > 1:
+				return nil, c.fail(pf, nil, "exactly one of namespaces, pods, nodes, networks or domainNames")
 			case p.Nodes != nil:
 				return nil, c.fail(pf+".nodes", metav1.FormatLabelSelector(p.Nodes), "node peers are not supported")
 			case len(p.DomainNames) > 0:
@@ -62,71 +118,11 @@ func AdminPolicy(a *anp.AdminNetworkPolicy) (*policy.AdminPolicy, error) {
 			}
 			rule.Peers = append(rule.Peers, sel)
 		}
-		if rule.Ports, err = c.adminPorts(r.Ports, f+".ports"); err != nil {
+		var err error
+		if rule.Ports, err = c.adminPorts(r.ports, f+".ports"); err != nil {
 			return nil, err
 		}
-		out.Egress = append(out.Egress, rule)
-	}
-	if err := out.Validate(false); err != nil {
-		return nil, fmt.Errorf("kubeconv: %w", err)
-	}
-	return out, nil
-}
-
-// BaselineAdminPolicy converts the BaselineAdminNetworkPolicy (as
-// AdminPolicy: node peers are refused).
-func BaselineAdminPolicy(b *anp.BaselineAdminNetworkPolicy) (*policy.AdminPolicy, error) {
-	if b == nil {
-		return nil, fmt.Errorf("kubeconv: nil BaselineAdminNetworkPolicy: %w", policy.ErrInvalid)
-	}
-	c := failer("baselineadminnetworkpolicy " + b.Name)
-	out := &policy.AdminPolicy{Name: b.Name}
-	var err error
-	if out.Subject, err = c.adminSubject(&b.Spec.Subject, "spec.subject"); err != nil {
-		return nil, err
-	}
-	for i, r := range b.Spec.Ingress {
-		f := fmt.Sprintf("spec.ingress[%d]", i)
-		rule := policy.AdminRule{Name: r.Name, Action: policy.AdminAction(r.Action)}
-		for j, p := range r.From {
-			sel, err := c.adminPeer(p.Namespaces, p.Pods, fmt.Sprintf("%s.from[%d]", f, j))
-			if err != nil {
-				return nil, err
-			}
-			rule.Peers = append(rule.Peers, sel)
-		}
-		if rule.Ports, err = c.adminPorts(r.Ports, f+".ports"); err != nil {
-			return nil, err
-		}
-		out.Ingress = append(out.Ingress, rule)
-	}
-	for i, r := range b.Spec.Egress {
-		f := fmt.Sprintf("spec.egress[%d]", i)
-		rule := policy.AdminRule{Name: r.Name, Action: policy.AdminAction(r.Action)}
-		for j, p := range r.To {
-			pf := fmt.Sprintf("%s.to[%d]", f, j)
-			switch {
-			case p.Nodes != nil:
-				return nil, c.fail(pf+".nodes", metav1.FormatLabelSelector(p.Nodes), "node peers are not supported")
-			case len(p.Networks) > 0:
-				if err := c.networks(&rule, p.Networks, pf+".networks"); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			sel, err := c.adminPeer(p.Namespaces, p.Pods, pf)
-			if err != nil {
-				return nil, err
-			}
-			rule.Peers = append(rule.Peers, sel)
-		}
-		if rule.Ports, err = c.adminPorts(r.Ports, f+".ports"); err != nil {
-			return nil, err
-		}
-		out.Egress = append(out.Egress, rule)
-	}
-	if err := out.Validate(true); err != nil {
-		return nil, fmt.Errorf("kubeconv: %w", err)
+		out = append(out, rule)
 	}
 	return out, nil
 }

@@ -107,3 +107,14 @@ func TestAdminPolicyErrors(t *testing.T) {
 		t.Errorf("nil baseline: %v", err)
 	}
 }
+
+func TestAdminPolicyPeerExclusive(t *testing.T) {
+	a := &anp.AdminNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: anp.AdminNetworkPolicySpec{
+		Priority: 1, Subject: anp.AdminNetworkPolicySubject{Namespaces: labels("a", "b")},
+		Egress: []anp.AdminNetworkPolicyEgressRule{{Action: anp.AdminNetworkPolicyRuleActionDeny,
+			To: []anp.AdminNetworkPolicyEgressPeer{{Namespaces: labels("c", "d"), Networks: []anp.CIDR{"10.0.0.0/8"}}}}},
+	}}
+	if _, err := AdminPolicy(a); !errors.Is(err, policy.ErrInvalid) || !strings.Contains(err.Error(), "spec.egress[0].to[0]") {
+		t.Errorf("a peer with namespaces and networks: %v, want an error naming it (neither may be dropped)", err)
+	}
+}
