@@ -53,6 +53,9 @@ type tableConn struct {
 	conn   *nft.Conn     // lasting connection bound to ns; nil after an error
 	sock   *netlink.Conn // conn's socket, for deadlines
 	bufLen int           // socket buffer size set by growBuffers (0: default)
+	// forget, when set, drops what the driver remembers of the table; it
+	// runs (under mu) when Cleanup has removed it.
+	forget func()
 	closed bool
 }
 
@@ -223,7 +226,13 @@ func (tc *tableConn) removeTable(c *nft.Conn) {
 func (tc *tableConn) Cleanup(ctx context.Context) error {
 	err := tc.withConn(ctx, func(c *nft.Conn) error {
 		tc.removeTable(c)
-		return c.Flush()
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		if tc.forget != nil {
+			tc.forget()
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("nftables: remove table inet %s: %w", tc.table.Name, err)

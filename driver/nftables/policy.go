@@ -85,6 +85,7 @@ func NewPolicy(opts PolicyOptions) (*PolicyDataplane, error) {
 		opts.LogRate = 10
 	}
 	p := &PolicyDataplane{opts: opts, held: map[netip.Addr]bool{}}
+	p.forget = func() { p.committed = nil } // Cleanup: the next Sync rebuilds
 	if err := p.open(opts.Options, "policy-v1", polProbe.check); err != nil {
 		return nil, err
 	}
@@ -163,17 +164,6 @@ func (p *PolicyDataplane) intact(c *nft.Conn) bool {
 	}
 	rules, err := c.GetRules(p.table, &nft.Chain{Name: PolicyChainForward, Table: p.table})
 	return err == nil && len(rules) == polForwardRules
-}
-
-// Cleanup removes the table and forgets the last sync.
-func (p *PolicyDataplane) Cleanup(ctx context.Context) error {
-	if err := p.tableConn.Cleanup(ctx); err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.committed = nil
-	p.mu.Unlock()
-	return nil
 }
 
 // polRender is the table's desired contents beyond the fixed objects. A

@@ -230,6 +230,16 @@ func TestPolicyDropHoldPrivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	pods[xb].MustReach(t, "tcp", target(xa, 81))
+	// Cleanup forgot the table: the next sync builds it again.
+	if err := d.Sync(ctx, policy.Compile(full)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods[xb].Probe("tcp", target(xa, 81), 500*time.Millisecond); err == nil {
+		t.Errorf("after Cleanup and Sync, the denied port is reachable")
+	}
+	if err := d.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // flushTable flushes table (rules only) from outside, as an operator would.

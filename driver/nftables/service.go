@@ -46,6 +46,7 @@ func NewService(opts ServiceOptions) (*ServiceProxy, error) {
 		return nil, err
 	}
 	s := &ServiceProxy{cfg: cfg}
+	s.forget = func() { s.committed = nil } // Cleanup: the next Sync rebuilds
 	if err := s.open(opts.Options, "service-v2", svcProbe.check); err != nil {
 		return nil, err
 	}
@@ -150,17 +151,6 @@ func clonePort(p *service.PortState) *service.PortState {
 	c.ExternalEndpoints = slices.Clone(p.ExternalEndpoints)
 	c.ClusterEndpoints = slices.Clone(p.ClusterEndpoints)
 	return &c
-}
-
-// Cleanup removes the table and forgets the last sync.
-func (s *ServiceProxy) Cleanup(ctx context.Context) error {
-	if err := s.tableConn.Cleanup(ctx); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.committed = nil
-	s.mu.Unlock()
-	return nil
 }
 
 // svcQueue queues objects on a connection, counting the messages (to size
