@@ -601,66 +601,36 @@ func TestPolicyDataplane(t *testing.T, env PolicyEnv) {
 
 // FeedPolicyEvents sends e the events that turn cluster a into cluster b.
 func FeedPolicyEvents(e *policy.Enforcer, a, b *policy.Cluster) {
-	nsA := map[string]policy.Namespace{}
-	for _, ns := range a.Namespaces {
-		nsA[ns.Name] = ns
-	}
-	for _, ns := range b.Namespaces {
-		if old, ok := nsA[ns.Name]; !ok || !reflect.DeepEqual(old, ns) {
-			e.OnNamespaceUpdate(old, ns)
-		}
-		delete(nsA, ns.Name)
-	}
-	for _, ns := range nsA {
-		e.OnNamespaceDelete(ns)
-	}
+	feedDiff(a.Namespaces, b.Namespaces, func(n *policy.Namespace) string { return n.Name },
+		func(old, n *policy.Namespace) { e.OnNamespaceAdd(*n) }, func(n *policy.Namespace) { e.OnNamespaceDelete(*n) })
 	for _, n := range b.Nodes {
 		e.OnNodeAdd(n)
 	}
-	podsA := map[policy.Key]*policy.Pod{}
-	for i := range a.Pods {
-		podsA[a.Pods[i].Key] = &a.Pods[i]
-	}
-	for i := range b.Pods {
-		p := &b.Pods[i]
-		if old, ok := podsA[p.Key]; !ok || !reflect.DeepEqual(*old, *p) {
-			e.OnPodUpdate(old, p)
-		}
-		delete(podsA, p.Key)
-	}
-	for _, p := range podsA {
-		e.OnPodDelete(p)
-	}
-	polA := map[policy.Key]*policy.Policy{}
-	for i := range a.Policies {
-		polA[a.Policies[i].Key] = &a.Policies[i]
-	}
-	for i := range b.Policies {
-		p := &b.Policies[i]
-		if old, ok := polA[p.Key]; !ok || !reflect.DeepEqual(*old, *p) {
-			e.OnPolicyUpdate(old, p)
-		}
-		delete(polA, p.Key)
-	}
-	for _, p := range polA {
-		e.OnPolicyDelete(p)
-	}
-	anpA := map[string]*policy.AdminPolicy{}
-	for i := range a.AdminPolicies {
-		anpA[a.AdminPolicies[i].Name] = &a.AdminPolicies[i]
-	}
-	for i := range b.AdminPolicies {
-		p := &b.AdminPolicies[i]
-		if old, ok := anpA[p.Name]; !ok || !reflect.DeepEqual(*old, *p) {
-			e.OnAdminPolicyUpdate(old, p)
-		}
-		delete(anpA, p.Name)
-	}
-	for _, p := range anpA {
-		e.OnAdminPolicyDelete(p)
-	}
+	feedDiff(a.Pods, b.Pods, func(p *policy.Pod) policy.Key { return p.Key }, e.OnPodUpdate, e.OnPodDelete)
+	feedDiff(a.Policies, b.Policies, func(p *policy.Policy) policy.Key { return p.Key }, e.OnPolicyUpdate, e.OnPolicyDelete)
+	feedDiff(a.AdminPolicies, b.AdminPolicies, func(p *policy.AdminPolicy) string { return p.Name },
+		e.OnAdminPolicyUpdate, e.OnAdminPolicyDelete)
 	if !reflect.DeepEqual(a.Baseline, b.Baseline) {
 		e.OnBaselinePolicyUpdate(a.Baseline, b.Baseline)
+	}
+}
+
+// feedDiff calls update for the objects of b that are new or differ from
+// their version in a (old nil when new), and del for those only in a.
+func feedDiff[K comparable, V any](a, b []V, key func(*V) K, update func(old, v *V), del func(*V)) {
+	before := make(map[K]*V, len(a))
+	for i := range a {
+		before[key(&a[i])] = &a[i]
+	}
+	for i := range b {
+		v := &b[i]
+		if old, ok := before[key(v)]; !ok || !reflect.DeepEqual(*old, *v) {
+			update(old, v)
+		}
+		delete(before, key(v))
+	}
+	for _, v := range before {
+		del(v)
 	}
 }
 
