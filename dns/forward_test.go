@@ -1,8 +1,10 @@
 package dns_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -299,5 +301,49 @@ func TestLoopDetection(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if err := s.ForwardLoop(); err != nil {
 		t.Fatalf("loop reported without one: %v", err)
+	}
+}
+
+// TestSlowUpstreamDoesNotBlockZone holds more forwarded queries upstream
+// than the server has UDP readers: names in the cluster zone must still be
+// answered at once.
+func TestSlowUpstreamDoesNotBlockZone(t *testing.T) {
+	release := make(chan struct{})
+	slow := newUpstream(t, func(w mdns.ResponseWriter, r *mdns.Msg) {
+		if r.Question[0].Qtype == mdns.TypeA {
+			<-release
+		}
+		answer(60, nil)(w, r)
+	})
+	rec := fixture(t, dns.Config{})
+	_, addr := startServer(t, dns.ServerConfig{Records: rec, Cache: dns.CacheConfig{Disabled: true},
+		Forward: dns.ForwardConfig{Upstreams: fwd(slow), Timeout: 5 * time.Second}})
+	held := 4*runtime.NumCPU() + 4
+	var wg sync.WaitGroup
+	for i := range held {
+		wg.Go(func() {
+			c := &mdns.Client{Net: "udp", Timeout: 5 * time.Second}
+			if _, _, err := c.Exchange(new(mdns.Msg).SetQuestion(fmt.Sprintf("slow%d.example.", i), mdns.TypeA), addr); err != nil {
+				t.Errorf("a held query: %v", err)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(release)
+	waitFor(t, "the queries upstream", func() bool {
+		n := 0
+		for i := range held {
+			n += slow.count(fmt.Sprintf("slow%d.example.", i), mdns.TypeA)
+		}
+		return n == held
+	})
+	c := &mdns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
+	m := new(mdns.Msg).SetQuestion("web.default.svc.cluster.local.", mdns.TypeA)
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("an in-zone query while %d forwarded ones wait upstream: %v", held, err)
+	}
+	if r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("in-zone answer: %v", r)
 	}
 }

@@ -440,8 +440,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	for _, u := range fast {
-		_ = u.conn.Close() // the workers see net.ErrClosed and return
-		u.wg.Wait()
+		_ = u.conn.Close() // the readers see net.ErrClosed and return
+		u.wait()
 	}
 	bg.Wait()
 	return fatal

@@ -6,20 +6,36 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
+	"time"
 
 	mdns "github.com/miekg/dns"
 )
 
-// udpServer answers UDP queries on one socket with long-lived workers
-// instead of miekg/dns's goroutine per packet: a new goroutine starts with
-// a small stack that every query then grows and copies, about a fifth of
-// the server's CPU at load. It keeps miekg/dns's acceptance rules.
+// udpServer answers UDP queries on one socket with a pool of long-lived
+// handler goroutines instead of miekg/dns's goroutine per packet: a new
+// goroutine starts with a small stack that every query then grows and
+// copies, about a fifth of the server's CPU at load. Readers hand each
+// query to an idle handler, or start a new one when none is idle, so a
+// query waiting on an upstream never holds up the others; handlers idle
+// for a while exit. It keeps miekg/dns's acceptance rules.
 type udpServer struct {
 	s    *Server
 	conn *net.UDPConn
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // readers
+	hwg  sync.WaitGroup // handlers
+	work chan udpJob
 }
+
+type udpJob struct {
+	msg []byte
+	to  netip.AddrPort
+}
+
+// handlerIdle is how long an idle handler waits for a query before it
+// exits.
+const handlerIdle = 10 * time.Second
 
 // fastUDP returns a udpServer for pc when it is a UDP socket bound to a
 // specific address (a wildcard socket needs the reply's source address
@@ -33,19 +49,26 @@ func (s *Server) fastUDP(pc net.PacketConn) (*udpServer, bool) {
 	if !ok || la.IP.IsUnspecified() {
 		return nil, false
 	}
-	return &udpServer{s: s, conn: uc}, true
+	return &udpServer{s: s, conn: uc, work: make(chan udpJob)}, true
 }
 
-// start runs one worker per CPU; they return when the socket is closed.
+// start runs one reader per CPU; they return when the socket is closed.
 func (u *udpServer) start() {
 	for range max(1, runtime.GOMAXPROCS(0)) {
-		u.wg.Go(u.work)
+		u.wg.Go(u.read)
 	}
 }
 
-func (u *udpServer) work() {
+// wait waits for the readers (after the socket is closed), then stops the
+// handlers.
+func (u *udpServer) wait() {
+	u.wg.Wait()
+	close(u.work)
+	u.hwg.Wait()
+}
+
+func (u *udpServer) read() {
 	buf := make([]byte, 65535)
-	w := &udpWriter{conn: u.conn}
 	for {
 		n, from, err := u.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -54,8 +77,33 @@ func (u *udpServer) work() {
 			}
 			continue
 		}
-		w.to = from
-		u.serve(buf[:n], w)
+		job := udpJob{msg: slices.Clone(buf[:n]), to: from}
+		select {
+		case u.work <- job: // an idle handler takes it
+		default:
+			u.hwg.Go(func() { u.handle(job) })
+		}
+	}
+}
+
+// handle answers job, then further queries, until idle for handlerIdle.
+func (u *udpServer) handle(job udpJob) {
+	w := &udpWriter{conn: u.conn}
+	idle := time.NewTimer(handlerIdle)
+	defer idle.Stop()
+	for {
+		w.to = job.to
+		u.serve(job.msg, w)
+		idle.Reset(handlerIdle)
+		var ok bool
+		select {
+		case job, ok = <-u.work:
+			if !ok {
+				return
+			}
+		case <-idle.C:
+			return
+		}
 	}
 }
 
