@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kubewire/kubewire/dns"
 )
@@ -87,6 +88,22 @@ func BenchmarkQuery(b *testing.B) {
 			}
 		})
 	}
+	b.Run("in-zone-hit/metrics", func(b *testing.B) {
+		// The same with Prometheus metrics registered.
+		rec, _ := dns.NewRecords(dns.Config{})
+		loadServices(b, rec, 1000, false)
+		rec.MarkSynced()
+		s, err := dns.NewServer(dns.ServerConfig{Records: rec, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := udpFrom("10.0.0.1")
+		q := packedQuery(b, "svc-000500.ns-0.svc.cluster.local.", mdns.TypeA)
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(b, s, w, q, mdns.RcodeSuccess)
+		}
+	})
 	b.Run("autopath", func(b *testing.B) {
 		// A pod of ns-7 asks for "svc-000001.ns-1": its first search
 		// domain fails, the second (svc.<zone>) answers with a CNAME.

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -29,6 +30,22 @@ type metrics struct {
 	fwdLoop         *prometheus.GaugeVec
 	autopathSuccess prometheus.Counter
 	panics          prometheus.Counter
+
+	// The children the query path uses, made on first use and kept:
+	// WithLabelValues hashes its labels on every call.
+	reqChild   [2][2][len(labeledTypes) + 1]atomic.Pointer[prometheus.Counter] // tcp, v6, type slot
+	durChild   [len(labeledTypes) + 1]atomic.Pointer[prometheus.Observer]
+	rcodeChild [24]atomic.Pointer[prometheus.Counter] // rcodes 0-23 (the 12-bit extended ones are not kept)
+}
+
+// child returns *p, storing make() there first when p is empty.
+func child[T any](p *atomic.Pointer[T], make func() T) T {
+	if v := p.Load(); v != nil {
+		return *v
+	}
+	v := make()
+	p.CompareAndSwap(nil, &v) // a racing store holds the same child
+	return v
 }
 
 func newMetrics() *metrics {
@@ -119,14 +136,24 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// typeLabel bounds the cardinality of the type label as CoreDNS does:
-// common types by name, anything else "other".
-func typeLabel(t uint16) string {
-	switch t {
-	case mdns.TypeA, mdns.TypeAAAA, mdns.TypeSRV, mdns.TypePTR, mdns.TypeTXT, mdns.TypeCNAME, mdns.TypeMX,
-		mdns.TypeNS, mdns.TypeSOA, mdns.TypeANY, mdns.TypeHTTPS, mdns.TypeSVCB, mdns.TypeDS, mdns.TypeDNSKEY,
-		mdns.TypeHINFO, mdns.TypeNAPTR, mdns.TypeCAA:
-		return mdns.TypeToString[t]
+// labeledTypes are the query types counted by name, as CoreDNS does; any
+// other type is counted as "other" (slot len(labeledTypes)).
+var labeledTypes = [...]uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeSRV, mdns.TypePTR, mdns.TypeTXT,
+	mdns.TypeCNAME, mdns.TypeMX, mdns.TypeNS, mdns.TypeSOA, mdns.TypeANY, mdns.TypeHTTPS, mdns.TypeSVCB,
+	mdns.TypeDS, mdns.TypeDNSKEY, mdns.TypeHINFO, mdns.TypeNAPTR, mdns.TypeCAA}
+
+func typeSlot(t uint16) int {
+	for i, lt := range labeledTypes {
+		if lt == t {
+			return i
+		}
+	}
+	return len(labeledTypes)
+}
+
+func typeLabel(slot int) string {
+	if slot < len(labeledTypes) {
+		return mdns.TypeToString[labeledTypes[slot]]
 	}
 	return "other"
 }
@@ -142,22 +169,37 @@ func (m *metrics) request(tcp, v6 bool, qtype uint16) {
 	if m == nil {
 		return
 	}
-	proto, fam := "udp", "1"
-	if tcp {
-		proto = "tcp"
-	}
-	if v6 {
-		fam = "2"
-	}
-	m.requests.WithLabelValues(proto, fam, typeLabel(qtype)).Inc()
+	t := typeSlot(qtype)
+	child(&m.reqChild[b2i(tcp)][b2i(v6)][t], func() prometheus.Counter {
+		proto, fam := "udp", "1"
+		if tcp {
+			proto = "tcp"
+		}
+		if v6 {
+			fam = "2"
+		}
+		return m.requests.WithLabelValues(proto, fam, typeLabel(t))
+	}).Inc()
 }
 
 func (m *metrics) response(rcode int, qtype uint16, took time.Duration) {
 	if m == nil {
 		return
 	}
-	m.responses.WithLabelValues(rcodeLabel(rcode)).Inc()
-	m.duration.WithLabelValues(typeLabel(qtype)).Observe(took.Seconds())
+	if rcode >= 0 && rcode < len(m.rcodeChild) {
+		child(&m.rcodeChild[rcode], func() prometheus.Counter { return m.responses.WithLabelValues(rcodeLabel(rcode)) }).Inc()
+	} else {
+		m.responses.WithLabelValues(rcodeLabel(rcode)).Inc()
+	}
+	t := typeSlot(qtype)
+	child(&m.durChild[t], func() prometheus.Observer { return m.duration.WithLabelValues(typeLabel(t)) }).Observe(took.Seconds())
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (m *metrics) cacheHit(denial bool) {

@@ -314,6 +314,7 @@ func TestQueryLogAndMetrics(t *testing.T) {
 	ask(t, addr, "tcp", "nope.default.svc.cluster.local.", mdns.TypeAAAA)
 	ask(t, addr, "udp", "example.com.", mdns.TypeA)
 	ask(t, addr, "udp", "example.com.", mdns.TypeA)
+	ask(t, addr, "udp", "web.default.svc.cluster.local.", mdns.TypeLOC) // NODATA
 
 	<-mu
 	logged := buf.String()
@@ -356,8 +357,10 @@ func TestQueryLogAndMetrics(t *testing.T) {
 		{"kubewire_dns_requests_total", map[string]string{"proto": "udp", "family": "1", "type": "A"}, 3},
 		{"kubewire_dns_requests_total", map[string]string{"proto": "tcp", "type": "AAAA"}, 1},
 		{"kubewire_dns_responses_total", map[string]string{"rcode": "NXDOMAIN"}, 1},
-		{"kubewire_dns_responses_total", map[string]string{"rcode": "NOERROR"}, 3},
+		{"kubewire_dns_requests_total", map[string]string{"proto": "udp", "type": "other"}, 1},
+		{"kubewire_dns_responses_total", map[string]string{"rcode": "NOERROR"}, 4},
 		{"kubewire_dns_request_duration_seconds", map[string]string{"type": "A"}, 3},
+		{"kubewire_dns_request_duration_seconds", map[string]string{"type": "other"}, 1},
 		{"kubewire_cache_hits_total", map[string]string{"type": "success"}, 1},
 		{"kubewire_cache_misses_total", nil, 1},
 		{"kubewire_cache_entries", map[string]string{"type": "success"}, 1},
