@@ -74,7 +74,7 @@ func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service
 		eff := s.cfg.withNodeAddresses(st.NodeAddresses)
 		full = hint.Full || s.committed == nil || !eff.sameNodePorts(&s.eff) || !s.intact(c)
 		if full || !hint.Exact {
-			if err := validateState(st); err != nil {
+			if err := validatePorts(st); err != nil {
 				return err
 			}
 		}

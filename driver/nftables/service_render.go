@@ -139,12 +139,11 @@ func buildSvcConfig(o ServiceOptions) (svcConfig, error) {
 
 var svcProtos = map[service.Protocol]byte{service.TCP: unix.IPPROTO_TCP, service.UDP: unix.IPPROTO_UDP, service.SCTP: unix.IPPROTO_SCTP}
 
-// validateState checks what the ruleset relies on: known protocols, ports,
-// valid addresses and unique port names.
-func validateState(st *service.State) error {
-	if err := validateNodeAddresses(st); err != nil {
-		return err
-	}
+// validatePorts checks what the ruleset relies on in State.Ports: known
+// protocols, ports, valid addresses and unique port names. Sync checks
+// State.NodeAddresses (validateNodeAddresses) on every path, this one only
+// when it looks at every port.
+func validatePorts(st *service.State) error {
 	seen := make(map[service.PortName]bool, len(st.Ports))
 	for i := range st.Ports {
 		p := &st.Ports[i]

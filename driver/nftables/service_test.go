@@ -64,7 +64,7 @@ func TestSvcNames(t *testing.T) {
 	}
 }
 
-func TestValidateState(t *testing.T) {
+func TestValidateServiceState(t *testing.T) {
 	good := clusterPort(pname("a", "b", ""), addrs("10.96.0.1"), tgt("10.244.1.2", 80))
 	cases := []struct {
 		name  string
@@ -81,17 +81,26 @@ func TestValidateState(t *testing.T) {
 	for _, c := range cases {
 		p := clonePort(&good)
 		c.edit(p)
-		err := validateState(&service.State{Ports: []service.PortState{*p}})
+		err := validatePorts(&service.State{Ports: []service.PortState{*p}})
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%s: got %v, want ErrInvalid naming %s", c.name, err, c.field)
 		}
 	}
 	dup := &service.State{Ports: []service.PortState{good, good}}
-	if err := validateState(dup); !errors.Is(err, ErrInvalid) {
+	if err := validatePorts(dup); !errors.Is(err, ErrInvalid) {
 		t.Errorf("duplicate port: got %v", err)
 	}
-	if err := validateState(&service.State{Ports: []service.PortState{good}}); err != nil {
+	if err := validatePorts(&service.State{Ports: []service.PortState{good}}); err != nil {
 		t.Errorf("valid state refused: %v", err)
+	}
+	for i, a := range []netip.Addr{{}, netip.IPv4Unspecified(), netip.MustParseAddr("224.0.0.1"), netip.MustParseAddr("fe80::1%eth0"), netip.MustParseAddr("::ffff:10.0.0.1")} {
+		err := validateNodeAddresses(&service.State{NodeAddresses: []netip.Addr{netip.MustParseAddr("10.0.0.1"), a}})
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "State.NodeAddresses[1]") {
+			t.Errorf("node address %d (%v): got %v, want ErrInvalid naming State.NodeAddresses[1]", i, a, err)
+		}
+	}
+	if err := validateNodeAddresses(&service.State{NodeAddresses: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")}}); err != nil {
+		t.Errorf("valid node addresses refused: %v", err)
 	}
 	if _, err := buildSvcConfig(ServiceOptions{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.1/16")}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("unmasked cluster CIDR: got %v", err)
@@ -317,7 +326,7 @@ func BenchmarkPlanSync(b *testing.B) {
 					}
 					continue
 				}
-				if err := validateState(st); err != nil {
+				if err := validatePorts(st); err != nil {
 					b.Fatal(err)
 				}
 				cfg.planSync(c, st)
