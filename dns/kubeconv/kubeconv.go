@@ -155,17 +155,13 @@ func EndpointSlice(es *discoveryv1.EndpointSlice, svc *v1.Service) (*dns.Endpoin
 	fail := func(field string, value any, reason string) error {
 		return &k8sparse.FieldError{Obj: obj, Field: field, Value: value, Reason: reason, Kind: dns.ErrInvalid}
 	}
-	var is4 bool
-	switch es.AddressType {
-	case discoveryv1.AddressTypeIPv4:
-		is4 = true
-	case discoveryv1.AddressTypeIPv6:
-	default:
+	is4, ok := k8sparse.SliceFamily(es.AddressType)
+	if !ok {
 		return nil, skip(obj, fmt.Sprintf("addressType %q is not IPv4 or IPv6", es.AddressType))
 	}
-	svcName := es.Labels[discoveryv1.LabelServiceName]
-	if svcName == "" {
-		return nil, fail(fmt.Sprintf("metadata.labels[%q]", discoveryv1.LabelServiceName), svcName, "required: the slice's service")
+	svcName, err := k8sparse.SliceService(obj, es, dns.ErrInvalid)
+	if err != nil {
+		return nil, err
 	}
 	publishAll := false
 	if svc != nil {
@@ -177,43 +173,30 @@ func EndpointSlice(es *discoveryv1.EndpointSlice, svc *v1.Service) (*dns.Endpoin
 	}
 	out := &dns.EndpointSlice{Namespace: es.Namespace, Name: es.Name, Service: svcName}
 	for i, p := range es.Ports {
-		f := fmt.Sprintf("ports[%d]", i)
-		if p.Port == nil || *p.Port == 0 {
-			continue // no number: nothing an SRV record could carry
+		num, err := k8sparse.SlicePort(obj, i, p.Port, dns.ErrInvalid)
+		if err != nil {
+			return nil, err
 		}
-		if *p.Port < 1 || *p.Port > 65535 {
-			return nil, fail(f+".port", *p.Port, "must be 1-65535")
+		if num == 0 {
+			continue // no number: nothing an SRV record could carry
 		}
 		proto, ok := protocol(p.Protocol)
 		if !ok {
-			return nil, fail(f+".protocol", string(*p.Protocol), "want TCP, UDP or SCTP")
+			return nil, fail(fmt.Sprintf("ports[%d].protocol", i), string(*p.Protocol), "want TCP, UDP or SCTP")
 		}
-		dp := dns.Port{Protocol: proto, Port: uint16(*p.Port)}
+		dp := dns.Port{Protocol: proto, Port: num}
 		if p.Name != nil {
 			dp.Name = *p.Name
 		}
 		out.Ports = append(out.Ports, dp)
 	}
-	family := "IPv6"
-	if is4 {
-		family = "IPv4"
-	}
 	for i, e := range es.Endpoints {
-		f := fmt.Sprintf("endpoints[%d]", i)
 		ep := dns.Endpoint{Ready: publishAll || e.Conditions.Ready == nil || *e.Conditions.Ready}
 		if e.Hostname != nil {
 			ep.Hostname = *e.Hostname
 		}
-		for j, s := range e.Addresses {
-			fa := fmt.Sprintf("%s.addresses[%d]", f, j)
-			ip, ok := k8sparse.IP(s)
-			if !ok || ip.IsUnspecified() {
-				return nil, fail(fa, s, "not an IP address")
-			}
-			if ip.Is4() != is4 {
-				return nil, fail(fa, s, "not an "+family+" address (addressType "+family+")")
-			}
-			ep.Addresses = append(ep.Addresses, ip)
+		if ep.Addresses, err = k8sparse.EndpointAddrs(obj, i, e.Addresses, is4, dns.ErrInvalid); err != nil {
+			return nil, err
 		}
 		out.Endpoints = append(out.Endpoints, ep)
 	}

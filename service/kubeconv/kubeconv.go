@@ -329,20 +329,16 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 		return &k8sparse.FieldError{Obj: obj, Field: field, Value: value, Reason: reason, Kind: service.ErrInvalid}
 	}
 
-	var is4 bool
-	switch es.AddressType {
-	case discoveryv1.AddressTypeIPv4:
-		is4 = true
-	case discoveryv1.AddressTypeIPv6:
-	default:
+	is4, ok := k8sparse.SliceFamily(es.AddressType)
+	if !ok {
 		return nil, skip(obj, fmt.Sprintf("addressType %q is not IPv4 or IPv6", es.AddressType))
 	}
 	if _, ok := es.Labels[LabelHeadless]; ok {
 		return nil, skip(obj, "label "+LabelHeadless+" set")
 	}
-	svcName := es.Labels[discoveryv1.LabelServiceName]
-	if svcName == "" {
-		return nil, fail(fmt.Sprintf("metadata.labels[%q]", discoveryv1.LabelServiceName), svcName, "required: the slice's service")
+	svcName, err := k8sparse.SliceService(obj, es, service.ErrInvalid)
+	if err != nil {
+		return nil, err
 	}
 
 	out := &service.EndpointSlice{
@@ -359,13 +355,14 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 
 	for i, p := range es.Ports {
 		f := fmt.Sprintf("ports[%d]", i)
-		if p.Port == nil || *p.Port == 0 {
+		num, err := k8sparse.SlicePort(obj, i, p.Port, service.ErrInvalid)
+		if err != nil {
+			return nil, err
+		}
+		if num == 0 {
 			continue // kube-proxy ignores ports without a number
 		}
-		if *p.Port < 1 || *p.Port > 65535 {
-			return nil, fail(f+".port", *p.Port, "must be 1-65535")
-		}
-		sp := service.SlicePort{Protocol: service.TCP, Port: uint16(*p.Port)}
+		sp := service.SlicePort{Protocol: service.TCP, Port: num}
 		if p.Name != nil {
 			sp.Name = *p.Name
 		}
@@ -380,31 +377,15 @@ func EndpointSlice(es *discoveryv1.EndpointSlice) (*service.EndpointSlice, error
 		out.Ports = append(out.Ports, sp)
 	}
 
-	family := "IPv6"
-	if is4 {
-		family = "IPv4"
-	}
 	for i, e := range es.Endpoints {
-		f := fmt.Sprintf("endpoints[%d]", i)
 		c := e.Conditions
 		ep := service.Endpoint{
 			Ready:       c.Ready == nil || *c.Ready,
 			Serving:     c.Serving == nil || *c.Serving,
 			Terminating: c.Terminating != nil && *c.Terminating,
 		}
-		for j, s := range e.Addresses {
-			fa := fmt.Sprintf("%s.addresses[%d]", f, j)
-			ip, ok := k8sparse.IP(s)
-			if !ok {
-				return nil, fail(fa, s, "not an IP address")
-			}
-			if ip.Is4() != is4 {
-				return nil, fail(fa, s, "not an "+family+" address (addressType "+family+")")
-			}
-			if ip.IsUnspecified() {
-				return nil, fail(fa, s, "not a unicast address")
-			}
-			ep.Addresses = append(ep.Addresses, ip)
+		if ep.Addresses, err = k8sparse.EndpointAddrs(obj, i, e.Addresses, is4, service.ErrInvalid); err != nil {
+			return nil, err
 		}
 		if e.NodeName != nil {
 			ep.NodeName = *e.NodeName
