@@ -209,6 +209,19 @@ func (tc *tableConn) tableUse(c *nft.Conn) (exists bool, use uint32, err error) 
 	return false, 0, nil
 }
 
+// holds reports whether the table still holds what a sync left: it exists,
+// the kernel counts objects objects in it, and chain has rules rules (a
+// flush from outside empties chains but keeps the count). Any error means
+// no: the caller rebuilds.
+func (tc *tableConn) holds(c *nft.Conn, objects int, chain string, rules int) bool {
+	exists, use, err := tc.tableUse(c)
+	if err != nil || !exists || !useIs(use, uint32(objects)) {
+		return false
+	}
+	got, err := c.GetRules(tc.table, &nft.Chain{Name: chain, Table: tc.table})
+	return err == nil && len(got) == rules
+}
+
 // useIs compares a table's object count as google/nftables v0.3.0 decodes
 // it (in host byte order, not network order: either is accepted).
 func useIs(got, want uint32) bool { return got == want || got == bits.ReverseBytes32(want) }

@@ -130,7 +130,7 @@ func (p *PolicyDataplane) syncLocked(c *nft.Conn, prog *policy.Program, hold []n
 	} else {
 		want = p.render(prog, p.committed, held)
 	}
-	full := p.committed == nil || !p.intact(c)
+	full := p.committed == nil || !p.holds(c, p.objects, PolicyChainForward, polForwardRules)
 	old := p.committed
 	if full {
 		old = &polRender{}
@@ -154,16 +154,6 @@ func (p *PolicyDataplane) syncLocked(c *nft.Conn, prog *policy.Program, hold []n
 	}
 	p.committed, p.held, p.objects = want, held, want.objects()
 	return nil
-}
-
-// intact reports whether the table still holds what the last sync left.
-func (p *PolicyDataplane) intact(c *nft.Conn) bool {
-	exists, use, err := p.tableUse(c)
-	if err != nil || !exists || !useIs(use, uint32(p.objects)) {
-		return false
-	}
-	rules, err := c.GetRules(p.table, &nft.Chain{Name: PolicyChainForward, Table: p.table})
-	return err == nil && len(rules) == polForwardRules
 }
 
 // polRender is the table's desired contents beyond the fixed objects. A

@@ -72,7 +72,7 @@ func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service
 	}
 	err := s.withConn(ctx, func(c *nft.Conn) error {
 		eff := s.cfg.withNodeAddresses(st.NodeAddresses)
-		full = hint.Full || s.committed == nil || !eff.sameNodePorts(&s.eff) || !s.intact(c)
+		full = hint.Full || s.committed == nil || !eff.sameNodePorts(&s.eff) || !s.holds(c, s.objects, SvcChainNatPostrouting, s.postRules)
 		if full || !hint.Exact {
 			if err := validatePorts(st); err != nil {
 				return err
@@ -127,18 +127,6 @@ func (s *ServiceProxy) Sync(ctx context.Context, st *service.State, hint service
 		"elementsAdded", len(plan.addElems), "elementsDeleted", len(plan.delElems),
 		"chainsAdded", len(plan.addChains), "chainsRewritten", len(plan.flush), "chainsDeleted", len(plan.delChains))
 	return nil
-}
-
-// intact reports whether the table still holds what the last sync left:
-// it exists, counts the objects we made, and its rules were not flushed
-// (nat-postrouting still has its rules). Any error means "rebuild".
-func (s *ServiceProxy) intact(c *nft.Conn) bool {
-	exists, use, err := s.tableUse(c)
-	if err != nil || !exists || !useIs(use, uint32(s.objects)) {
-		return false
-	}
-	rules, err := c.GetRules(s.table, &nft.Chain{Name: SvcChainNatPostrouting, Table: s.table})
-	return err == nil && len(rules) == s.postRules
 }
 
 func clonePort(p *service.PortState) *service.PortState {
