@@ -48,6 +48,16 @@ func packedQuery(tb testing.TB, name string, qtype uint16) *mdns.Msg {
 
 // serve runs one query through the whole handler path (lookup, reply,
 // EDNS, packing) and checks the rcode.
+// loop serves an A query for name from the client address from, b.N times.
+func loop(b *testing.B, s *dns.Server, from, name string, rcode int) {
+	w := udpFrom(from)
+	q := packedQuery(b, name, mdns.TypeA)
+	b.ReportAllocs()
+	for b.Loop() {
+		serve(b, s, w, q, rcode)
+	}
+}
+
 func serve(b *testing.B, s *dns.Server, w *fakeWriter, q *mdns.Msg, rcode int) {
 	w.msgs = w.msgs[:0]
 	s.ServeDNS(w, q)
@@ -61,84 +71,52 @@ func serve(b *testing.B, s *dns.Server, w *fakeWriter, q *mdns.Msg, rcode int) {
 //
 //	go test -run '^$' -bench BenchmarkQuery -benchmem -benchtime 1s ./dns/
 func BenchmarkQuery(b *testing.B) {
-	for _, n := range []int{1000, 100000} {
+	// zone builds a server over n services (and the pods given), with cfg.
+	zone := func(b *testing.B, n int, cfg dns.ServerConfig, pods ...*dns.Pod) *dns.Server {
 		rec, err := dns.NewRecords(dns.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		loadServices(b, rec, n, false)
+		for _, p := range pods {
+			if err := rec.OnPodAdd(p); err != nil {
+				b.Fatal(err)
+			}
+		}
 		rec.MarkSynced()
-		s, err := dns.NewServer(dns.ServerConfig{Records: rec})
+		cfg.Records = rec
+		s, err := dns.NewServer(cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
-		w := udpFrom("10.0.0.1")
+		return s
+	}
+	for _, n := range []int{1000, 100000} {
+		s := zone(b, n, dns.ServerConfig{})
 		b.Run(fmt.Sprintf("in-zone-hit/services=%d", n), func(b *testing.B) {
-			q := packedQuery(b, fmt.Sprintf("svc-%06d.ns-%d.svc.cluster.local.", n/2, (n/2)%100), mdns.TypeA)
-			b.ReportAllocs()
-			for b.Loop() {
-				serve(b, s, w, q, mdns.RcodeSuccess)
-			}
+			loop(b, s, "10.0.0.1", fmt.Sprintf("svc-%06d.ns-%d.svc.cluster.local.", n/2, (n/2)%100), mdns.RcodeSuccess)
 		})
 		b.Run(fmt.Sprintf("nxdomain/services=%d", n), func(b *testing.B) {
-			q := packedQuery(b, "nope.ns-1.svc.cluster.local.", mdns.TypeA)
-			b.ReportAllocs()
-			for b.Loop() {
-				serve(b, s, w, q, mdns.RcodeNameError)
-			}
+			loop(b, s, "10.0.0.1", "nope.ns-1.svc.cluster.local.", mdns.RcodeNameError)
 		})
 	}
 	b.Run("in-zone-hit/metrics", func(b *testing.B) {
 		// The same with Prometheus metrics registered.
-		rec, _ := dns.NewRecords(dns.Config{})
-		loadServices(b, rec, 1000, false)
-		rec.MarkSynced()
-		s, err := dns.NewServer(dns.ServerConfig{Records: rec, Registerer: prometheus.NewRegistry()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		w := udpFrom("10.0.0.1")
-		q := packedQuery(b, "svc-000500.ns-0.svc.cluster.local.", mdns.TypeA)
-		b.ReportAllocs()
-		for b.Loop() {
-			serve(b, s, w, q, mdns.RcodeSuccess)
-		}
+		s := zone(b, 1000, dns.ServerConfig{Registerer: prometheus.NewRegistry()})
+		loop(b, s, "10.0.0.1", "svc-000500.ns-0.svc.cluster.local.", mdns.RcodeSuccess)
 	})
 	b.Run("autopath", func(b *testing.B) {
 		// A pod of ns-7 asks for "svc-000001.ns-1": its first search
 		// domain fails, the second (svc.<zone>) answers with a CNAME.
-		rec, _ := dns.NewRecords(dns.Config{})
-		loadServices(b, rec, 1000, false)
-		if err := rec.OnPodAdd(&dns.Pod{Namespace: "ns-7", Name: "client", IPs: []netip.Addr{ip("10.244.0.7")}}); err != nil {
-			b.Fatal(err)
-		}
-		rec.MarkSynced()
-		s, err := dns.NewServer(dns.ServerConfig{Records: rec, Autopath: dns.AutopathConfig{Enabled: true}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		w := udpFrom("10.244.0.7")
-		q := packedQuery(b, "svc-000001.ns-1.ns-7.svc.cluster.local.", mdns.TypeA)
-		b.ReportAllocs()
-		for b.Loop() {
-			serve(b, s, w, q, mdns.RcodeSuccess)
-		}
+		s := zone(b, 1000, dns.ServerConfig{Autopath: dns.AutopathConfig{Enabled: true}},
+			&dns.Pod{Namespace: "ns-7", Name: "client", IPs: []netip.Addr{ip("10.244.0.7")}})
+		loop(b, s, "10.244.0.7", "svc-000001.ns-1.ns-7.svc.cluster.local.", mdns.RcodeSuccess)
 	})
 	b.Run("forwarded-cached", func(b *testing.B) {
 		up := newUpstream(b, answer(3600, map[string]string{"www.example.com.": "192.0.2.1"}))
-		rec, _ := dns.NewRecords(dns.Config{})
-		rec.MarkSynced()
-		s, err := dns.NewServer(dns.ServerConfig{Records: rec, Forward: dns.ForwardConfig{Upstreams: []netip.AddrPort{up.addr}}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		w := udpFrom("10.0.0.1")
-		q := packedQuery(b, "www.example.com.", mdns.TypeA)
-		serve(b, s, w, q, mdns.RcodeSuccess) // fills the cache
-		b.ReportAllocs()
-		for b.Loop() {
-			serve(b, s, w, q, mdns.RcodeSuccess)
-		}
+		s := zone(b, 0, dns.ServerConfig{Forward: dns.ForwardConfig{Upstreams: []netip.AddrPort{up.addr}}})
+		serve(b, s, udpFrom("10.0.0.1"), packedQuery(b, "www.example.com.", mdns.TypeA), mdns.RcodeSuccess) // fills the cache
+		loop(b, s, "10.0.0.1", "www.example.com.", mdns.RcodeSuccess)
 		if n := up.count("www.example.com.", mdns.TypeA); n != 1 {
 			b.Fatalf("upstream asked %d times", n)
 		}
