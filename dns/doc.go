@@ -93,6 +93,13 @@
 // <name>.<ns>.svc.<zone> with the first candidate of its whole search
 // path that exists, saving the client a query per search domain.
 //
+// Repeated questions in the zone over UDP are answered from the packed
+// reply of the first (ZoneAnswerConfig): the same bytes with the query's
+// ID, with no unpacking, lookup or packing, and no allocation. Every
+// change to Records retires all kept replies at once, so a watch event
+// is visible in the next answer as without reuse; replies that depend on
+// the client (autopath) are never kept.
+//
 // Replies honour EDNS0: a client's advertised buffer size (at least 512,
 // at most ServerConfig.MaxUDPSize) bounds UDP replies; larger ones are
 // truncated with the TC bit and answered in full over TCP (up to 64 KiB).

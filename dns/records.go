@@ -199,6 +199,7 @@ type Records struct {
 
 	synced atomic.Bool
 	serial atomic.Uint32
+	gen    atomic.Uint64 // bumped by every change, with mu held
 
 	mu         sync.RWMutex
 	namespaces map[string]*nsEntry
@@ -270,14 +271,28 @@ func (r *Records) TTL() uint32 { return r.ttl }
 // MarkSynced tells Records that the initial list of every object kind
 // has been fed (informers synced). Before, queries in the zone get
 // SERVFAIL: an incomplete index must not deny names that exist.
-func (r *Records) MarkSynced() { r.synced.Store(true) }
+func (r *Records) MarkSynced() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.synced.Store(true)
+	r.gen.Add(1)
+}
 
 // HasSynced reports whether MarkSynced was called.
 func (r *Records) HasSynced() bool { return r.synced.Load() }
 
-// touch records a change for the SOA serial (Unix seconds of the last
-// change, as CoreDNS does).
-func (r *Records) touch() { r.serial.Store(uint32(time.Now().Unix())) }
+// touch records a change, for the SOA serial (Unix seconds of the last
+// change, as CoreDNS does) and for the generation. Called with mu held,
+// so that a reader that sees the new generation sees the change.
+func (r *Records) touch() {
+	r.serial.Store(uint32(time.Now().Unix()))
+	r.gen.Add(1)
+}
+
+// generation identifies the current contents: it changes with every
+// change. Replies built after reading generation g reflect at least
+// generation g.
+func (r *Records) generation() uint64 { return r.gen.Load() }
 
 // nsRef returns the namespace entry for name, creating it, with one more
 // reference. Called with mu held.

@@ -42,6 +42,8 @@ type ServerConfig struct {
 	StubDomains map[string]ForwardConfig
 	// Cache keeps forwarded answers.
 	Cache CacheConfig
+	// ZoneAnswers keeps packed replies to repeated cluster-zone questions.
+	ZoneAnswers ZoneAnswerConfig
 	// Autopath enables server-side search path completion.
 	Autopath AutopathConfig
 
@@ -91,6 +93,7 @@ type Server struct {
 	stubs      []*forwarder // longest domain first
 	forwarders []*forwarder // fwd and stubs
 	cache      *cache
+	answers    *answerCache // nil: replies are not reused
 	metrics    *metrics
 	log        *slog.Logger
 	qlog       *slog.Logger
@@ -168,6 +171,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if s.cache, err = newCache(cfg.Cache, s.metrics); err != nil {
+		return fail(err)
+	}
+	if s.answers, err = newAnswerCache(cfg.ZoneAnswers); err != nil {
 		return fail(err)
 	}
 	if len(cfg.Forward.Upstreams) > 0 || cfg.Forward.ResolvConf != "" {
@@ -459,10 +465,17 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	if w == nil || req == nil {
 		return
 	}
+	s.reply(w, req)
+}
+
+// reply answers req on w. It returns the reply sent (nil when none could
+// be), the message it was packed from and where the answer came from.
+func (s *Server) reply(w mdns.ResponseWriter, req *mdns.Msg) (buf []byte, m *mdns.Msg, source string) {
 	start := time.Now()
 	tcp, src := transport(w)
 	defer func() {
 		if p := recover(); p != nil {
+			buf, m, source = nil, nil, "panic"
 			s.metrics.panicked()
 			s.log.Error("panic while answering a query", "panic", p, "stack", string(debug.Stack()))
 			func() {
@@ -478,8 +491,8 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 		qtype = req.Question[0].Qtype
 	}
 	s.metrics.request(tcp, src.Is6(), qtype)
-	m, source := s.handle(s.baseContext(), req, src)
-	buf := s.pack(req, m, tcp)
+	m, source = s.handle(s.baseContext(), req, src)
+	buf = s.pack(req, m, tcp)
 	// Account before sending, so that a client that got its answer finds
 	// the query in the metrics and the log.
 	took := time.Since(start)
@@ -498,6 +511,7 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 			slog.String("source", source))
 	}
 	s.send(w, buf)
+	return buf, m, source
 }
 
 func (s *Server) send(w mdns.ResponseWriter, buf []byte) {
@@ -561,8 +575,8 @@ func (s *Server) handle(ctx context.Context, req *mdns.Msg, src netip.Addr) (*md
 		do = opt.Do()
 	}
 	if s.autopath {
-		if am, ok := s.autopathAnswer(ctx, q, name, src, do, req.CheckingDisabled); ok {
-			return am, "autopath"
+		if am, source, ok := s.autopathAnswer(ctx, q, name, src, do, req.CheckingDisabled); ok {
+			return am, source
 		}
 	}
 	return s.resolve(ctx, q.Name, name, q.Qtype, do, req.CheckingDisabled, 0)
@@ -589,7 +603,7 @@ func (s *Server) resolve(ctx context.Context, qname, name string, qtype uint16, 
 	// An ExternalName: chase the target so the client gets the addresses
 	// with the CNAME, as CoreDNS does. If that fails, the CNAME alone is
 	// a valid answer the client can chase itself.
-	t, _ := s.resolve(ctx, c.Target, lowerASCII(c.Target), qtype, do, cd, depth+1)
+	t, tsource := s.resolve(ctx, c.Target, lowerASCII(c.Target), qtype, do, cd, depth+1)
 	switch t.Rcode {
 	case mdns.RcodeSuccess, mdns.RcodeNameError:
 		m.Rcode = t.Rcode
@@ -598,7 +612,7 @@ func (s *Server) resolve(ctx context.Context, qname, name string, qtype uint16, 
 			m.Ns = t.Ns
 		}
 	}
-	return m, "zone"
+	return m, "zone+" + tsource
 }
 
 // forwarderFor returns the forwarder of the longest stub domain name is
@@ -659,19 +673,21 @@ func (s *Server) forward(ctx context.Context, name string, qtype uint16, do, cd 
 }
 
 // autopathAnswer implements AutopathConfig.
-func (s *Server) autopathAnswer(ctx context.Context, q mdns.Question, name string, src netip.Addr, do, cd bool) (*mdns.Msg, bool) {
+// When the name itself exists, its answer is the one any client gets,
+// and its source is resolve's.
+func (s *Server) autopathAnswer(ctx context.Context, q mdns.Question, name string, src netip.Addr, do, cd bool) (*mdns.Msg, string, bool) {
 	if _, ok := under(name, s.svcZone); !ok || !src.IsValid() || !s.records.HasSynced() {
-		return nil, false
+		return nil, "", false
 	}
 	ns, ok := s.records.PodNamespace(src)
 	if !ok {
-		return nil, false
+		return nil, "", false
 	}
 	zone := s.records.Zone()
 	first := ns + ".svc." + zone
 	base, ok := under(name, first)
 	if !ok || base == "" {
-		return nil, false
+		return nil, "", false
 	}
 	search := make([]string, 0, 4+len(s.hostSearch))
 	search = append(search, first, "svc."+zone, zone)
@@ -685,8 +701,9 @@ func (s *Server) autopathAnswer(ctx context.Context, q mdns.Question, name strin
 	for i, dom := range search {
 		cand := base + "." + dom
 		var m *mdns.Msg
+		var source string
 		if i == 0 {
-			m, _ = s.resolve(ctx, q.Name, name, q.Qtype, do, cd, 0)
+			m, source = s.resolve(ctx, q.Name, name, q.Qtype, do, cd, 0)
 			firstReply = m
 		} else {
 			m, _ = s.resolve(ctx, cand, cand, q.Qtype, do, cd, 0)
@@ -696,7 +713,7 @@ func (s *Server) autopathAnswer(ctx context.Context, q mdns.Question, name strin
 			continue
 		}
 		if i == 0 {
-			return m, true
+			return m, source, true
 		}
 		cname := &mdns.CNAME{
 			Hdr:    mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypeCNAME, Class: mdns.ClassINET, Ttl: s.records.TTL()},
@@ -704,9 +721,9 @@ func (s *Server) autopathAnswer(ctx context.Context, q mdns.Question, name strin
 		}
 		m.Answer = append([]mdns.RR{cname}, m.Answer...)
 		s.metrics.autopath()
-		return m, true
+		return m, "autopath", true
 	}
-	return firstReply, true
+	return firstReply, "autopath", true
 }
 
 // pack completes the reply (header, question, EDNS), fits it to the

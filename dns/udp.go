@@ -86,14 +86,20 @@ func (u *udpServer) read() {
 	}
 }
 
+// udpScratch holds a handler's buffers for reused replies.
+type udpScratch struct {
+	key, out []byte
+}
+
 // handle answers job, then further queries, until idle for handlerIdle.
 func (u *udpServer) handle(job udpJob) {
 	w := &udpWriter{conn: u.conn}
+	var sc udpScratch
 	idle := time.NewTimer(handlerIdle)
 	defer idle.Stop()
 	for {
 		w.to = job.to
-		u.serve(job.msg, w)
+		u.serve(job.msg, w, &sc)
 		idle.Reset(handlerIdle)
 		var ok bool
 		select {
@@ -107,11 +113,41 @@ func (u *udpServer) handle(job udpJob) {
 	}
 }
 
-// serve applies miekg/dns's rules (mdns.DefaultMsgAcceptFunc), then
-// answers through the Server.
-func (u *udpServer) serve(m []byte, w *udpWriter) {
+// serve answers m: with a kept reply when the Server has one for its
+// question (ZoneAnswerConfig), else it applies miekg/dns's rules
+// (mdns.DefaultMsgAcceptFunc) and answers through the Server, keeping the
+// reply when it may be reused.
+func (u *udpServer) serve(m []byte, w *udpWriter, sc *udpScratch) {
 	if len(m) < 12 {
 		return // no header: no reply (it could be used to amplify)
+	}
+	s := u.s
+	var (
+		keyed bool
+		gen   uint64
+	)
+	if s.answers != nil && s.qlog == nil {
+		var qend int
+		if sc.key, qend, keyed = questionKey(m, s.maxUDP, sc.key[:0]); keyed {
+			// The generation is read before any lookup, so that a reply
+			// built below is kept for a state it reflects (or a later one).
+			gen = s.records.generation()
+			var start time.Time
+			if s.metrics != nil {
+				start = time.Now()
+			}
+			var hit bool
+			if sc.out, hit = s.answers.get(gen, sc.key, sc.out[:0]); hit {
+				reuse(sc.out, m)
+				if s.metrics != nil {
+					qtype := binary.BigEndian.Uint16(m[qend-4:])
+					s.metrics.request(false, w.to.Addr().Unmap().Is6(), qtype)
+					s.metrics.response(int(sc.out[3]&0xF), qtype, time.Since(start))
+				}
+				s.send(w, sc.out)
+				return
+			}
+		}
 	}
 	dh := mdns.Header{Id: binary.BigEndian.Uint16(m), Bits: binary.BigEndian.Uint16(m[2:]),
 		Qdcount: binary.BigEndian.Uint16(m[4:]), Ancount: binary.BigEndian.Uint16(m[6:]),
@@ -120,7 +156,10 @@ func (u *udpServer) serve(m []byte, w *udpWriter) {
 	req := new(mdns.Msg)
 	if action == mdns.MsgAccept {
 		if err := req.Unpack(m); err == nil {
-			u.s.ServeDNS(w, req)
+			buf, reply, source := s.reply(w, req)
+			if keyed && buf != nil && s.reusable(reply, source, lowerASCII(req.Question[0].Name)) {
+				s.answers.put(gen, sc.key, buf)
+			}
 			return
 		}
 		action = mdns.MsgReject
