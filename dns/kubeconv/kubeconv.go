@@ -20,6 +20,9 @@
 //     converts with no address, so that an update removes its addresses,
 //     as CoreDNS ignores such pods.
 //
+// PodDNS reads a Pod's DNS fields (dnsPolicy, hostNetwork, dnsConfig) for
+// dns.PodResolvConf, which computes its resolv.conf as kubelet does.
+//
 // Objects DNS must ignore give an error wrapping ErrSkip; on an update,
 // the caller should then delete the object's previous version from
 // dns.Records:
@@ -45,6 +48,7 @@ import (
 	"fmt"
 	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
+	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -260,6 +264,45 @@ func Namespace(ns *v1.Namespace) (*dns.Namespace, error) {
 	out := &dns.Namespace{Name: ns.Name}
 	if err := out.Validate(); err != nil {
 		return nil, fmt.Errorf("kubeconv: %w", err)
+	}
+	return out, nil
+}
+
+// PodDNS reads the DNS fields of a Pod (spec.dnsPolicy, spec.hostNetwork,
+// spec.dnsConfig) into the pod's part of dns.PodDNSParams; the caller adds
+// the node's part (cluster domain, cluster DNS addresses, host
+// resolv.conf) and calls dns.PodResolvConf, as kubelet does.
+func PodDNS(pod *v1.Pod) (dns.PodDNSParams, error) {
+	if pod == nil {
+		return dns.PodDNSParams{}, fmt.Errorf("kubeconv: nil Pod: %w", dns.ErrInvalid)
+	}
+	obj := "pod " + pod.Namespace + "/" + pod.Name
+	out := dns.PodDNSParams{Policy: dns.DNSPolicy(pod.Spec.DNSPolicy), HostNetwork: pod.Spec.HostNetwork, Namespace: pod.Namespace}
+	switch out.Policy {
+	case "", dns.DNSClusterFirst, dns.DNSClusterFirstWithHostNet, dns.DNSDefault, dns.DNSNone:
+	default:
+		return dns.PodDNSParams{}, &k8sparse.FieldError{Obj: obj, Field: "spec.dnsPolicy", Value: string(pod.Spec.DNSPolicy),
+			Reason: "want ClusterFirst, ClusterFirstWithHostNet, Default or None", Kind: dns.ErrInvalid}
+	}
+	dc := pod.Spec.DNSConfig
+	if dc == nil {
+		return out, nil
+	}
+	out.Config = &dns.PodDNSConfig{Searches: slices.Clone(dc.Searches)}
+	for i, s := range dc.Nameservers {
+		ip, ok := k8sparse.IP(s)
+		if !ok {
+			return dns.PodDNSParams{}, &k8sparse.FieldError{Obj: obj, Field: fmt.Sprintf("spec.dnsConfig.nameservers[%d]", i), Value: s,
+				Reason: "not an IP address", Kind: dns.ErrInvalid}
+		}
+		out.Config.Nameservers = append(out.Config.Nameservers, ip)
+	}
+	for _, o := range dc.Options {
+		opt := dns.PodDNSOption{Name: o.Name}
+		if o.Value != nil {
+			opt.Value = *o.Value
+		}
+		out.Config.Options = append(out.Config.Options, opt)
 	}
 	return out, nil
 }

@@ -286,3 +286,44 @@ func FuzzEndpointSlice(f *testing.F) {
 		}
 	})
 }
+
+func TestPodDNS(t *testing.T) {
+	val := "2"
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1.PodSpec{
+		DNSPolicy: v1.DNSNone,
+		DNSConfig: &v1.PodDNSConfig{Nameservers: []string{"10.96.0.10", "fd00::a"}, Searches: []string{"corp.example"},
+			Options: []v1.PodDNSConfigOption{{Name: "ndots", Value: &val}, {Name: "edns0"}}},
+	}}
+	got, err := PodDNS(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dns.PodDNSParams{Policy: dns.DNSNone, Namespace: "shop", Config: &dns.PodDNSConfig{
+		Nameservers: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")},
+		Searches:    []string{"corp.example"},
+		Options:     []dns.PodDNSOption{{Name: "ndots", Value: "2"}, {Name: "edns0"}}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	// The result is what PodResolvConf takes.
+	rc, _, err := dns.PodResolvConf(got)
+	if err != nil || rc.String() != "nameserver 10.96.0.10\nnameserver fd00::a\nsearch corp.example\noptions ndots:2 edns0\n" {
+		t.Fatalf("resolv.conf %q, %v", rc.String(), err)
+	}
+	plain, err := PodDNS(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "b"}, Spec: v1.PodSpec{HostNetwork: true}})
+	if err != nil || plain.Policy != "" || !plain.HostNetwork || plain.Config != nil || plain.Namespace != "a" {
+		t.Fatalf("no DNS fields: %+v, %v", plain, err)
+	}
+	for _, tc := range []struct {
+		spec v1.PodSpec
+		want string
+	}{
+		{v1.PodSpec{DNSPolicy: "Cluster"}, `spec.dnsPolicy "Cluster"`},
+		{v1.PodSpec{DNSConfig: &v1.PodDNSConfig{Nameservers: []string{"dns.example"}}}, `spec.dnsConfig.nameservers[0] "dns.example"`},
+	} {
+		_, err := PodDNS(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "b"}, Spec: tc.spec})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, dns.ErrInvalid) {
+			t.Errorf("%+v: %v, want an error with %s", tc.spec, err, tc.want)
+		}
+	}
+}
