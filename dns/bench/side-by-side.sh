@@ -3,12 +3,22 @@
 # command lines, back to back, on loopback (127.0.0.1:$PORT only).
 #
 # Data and dnsperf settings are those of ../shared/peers/dns-peer-bench.sh:
-# N A records svc<i>.default.svc.cluster.local (CoreDNS: a zone file for the
-# file plugin, a hosts file for the hosts plugin; kubewire: N services with
-# the same names and cluster IPs, each with a port and two endpoints, from
-# `bench -serve`). Every server runs pinned to SERVER_CPU with taskset,
-# dnsperf to CLIENT_CPU, one server per scenario, started and stopped by the
-# PID this script recorded. ROUNDS rounds of every scenario, interleaved.
+# N A records svc<i>.default.svc.cluster.local. Servers:
+#   coredns-file         CoreDNS, file plugin (a zone file)
+#   coredns-hosts        CoreDNS, hosts plugin (a hosts file)
+#   coredns-k8s          CoreDNS, kubernetes plugin + cache 30, fed by the
+#                        fake API server ./kubeapi on $ADDR:$KUBEAPI_PORT
+#                        (N services with a port and a two-endpoint slice
+#                        each; plain HTTP, list+watch only, no apiserver/etcd)
+#   coredns-k8s-nocache  the same without cache
+#   kubewire             our server, `bench -serve`: N services with the
+#                        same names, cluster IPs, ports and endpoints
+# Every server runs pinned to SERVER_CPU with taskset, dnsperf to
+# CLIENT_CPU, one server per scenario, started and stopped by the PID this
+# script recorded. The fake API server, when a coredns-k8s* run is asked
+# for, runs for the whole script, pinned to CLIENT_CPU (it is idle once
+# CoreDNS has listed), stopped by its PID on exit. ROUNDS rounds of every
+# scenario, interleaved.
 #
 # Scenarios (dnsperf -c $CLIENTS -q $OUTSTANDING -l $DURATION):
 #   hit         A of existing names, UDP
@@ -21,7 +31,7 @@
 # Requirements: dns/bench/peer-setup.sh (dnsperf, dig, CoreDNS), go, taskset.
 # Usage (root not needed): dns/bench/side-by-side.sh | tee /tmp/side-by-side.txt
 # Tunables (env): PORT DURATION N SERVER_CPU CLIENT_CPU CLIENTS OUTSTANDING
-#                 FIXED_QPS ROUNDS RUNS COREDNS_BIN
+#                 FIXED_QPS ROUNDS RUNS COREDNS_BIN KUBEAPI_PORT
 # RUNS lists "server:scenario" pairs, default: all below.
 
 set -euo pipefail
@@ -38,7 +48,8 @@ CLIENTS=${CLIENTS:-4}
 OUTSTANDING=${OUTSTANDING:-100}
 FIXED_QPS=${FIXED_QPS:-10000}
 ROUNDS=${ROUNDS:-2}
-RUNS=${RUNS:-"coredns-file:hit coredns-file:searchpath coredns-file:hit_tcp coredns-hosts:hit coredns-hosts:fixed kubewire:hit kubewire:searchpath kubewire:hit_tcp kubewire:fixed"}
+KUBEAPI_PORT=${KUBEAPI_PORT:-18080}
+RUNS=${RUNS:-"coredns-file:hit coredns-file:searchpath coredns-file:hit_tcp coredns-hosts:hit coredns-hosts:fixed coredns-k8s:hit coredns-k8s:searchpath coredns-k8s:hit_tcp coredns-k8s:fixed coredns-k8s-nocache:hit kubewire:hit kubewire:searchpath kubewire:hit_tcp kubewire:fixed"}
 
 for tool in dnsperf dig taskset awk sort getconf go; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing tool: $tool (run dns/bench/peer-setup.sh)" >&2; exit 2; }
@@ -47,19 +58,41 @@ done
 
 WORK=$(mktemp -d -t dns-side-by-side.XXXXXX)
 SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+KUBEAPI_PID=""
+CLIENT_PID=""
+# stop_pid PID: SIGTERM, up to 5 s, then SIGKILL; only PIDs this script started.
+stop_pid() {
+  local pid=$1
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   fi
-  SERVER_PID=""
 }
-cleanup() { stop_server; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
+stop_server() { stop_pid "$SERVER_PID"; SERVER_PID=""; }
+stop_kubeapi() { stop_pid "$KUBEAPI_PID"; KUBEAPI_PID=""; }
+cleanup() { stop_pid "$CLIENT_PID"; stop_server; stop_kubeapi; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT  # exit runs cleanup (once), also on Ctrl-C
+trap 'exit 143' TERM
 
 (cd "$REPO" && go build -o "$WORK/kwdns" ./dns/bench)
+case " $RUNS" in
+  *" coredns-k8s"*) (cd "$REPO" && go build -o "$WORK/kubeapi" ./dns/bench/kubeapi) ;;
+esac
+
+# start_kubeapi: the fake Kubernetes API server for coredns-k8s*, once.
+start_kubeapi() {
+  ( exec taskset -c "$CLIENT_CPU" "$WORK/kubeapi" -addr "$ADDR:$KUBEAPI_PORT" -services "$N" ) > "$WORK/kubeapi.log" 2>&1 &
+  KUBEAPI_PID=$!
+  for _ in $(seq 1 100); do
+    grep -q ' listening on ' "$WORK/kubeapi.log" 2>/dev/null && return 0
+    kill -0 "$KUBEAPI_PID" 2>/dev/null || { cat "$WORK/kubeapi.log" >&2; echo "kubeapi died" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "kubeapi did not start" >&2; cat "$WORK/kubeapi.log" >&2; exit 1
+}
 
 gen_data() {
   local i a b
@@ -102,6 +135,17 @@ cluster.local:$PORT {
     }
 }
 EOF
+  cat > "$WORK/Corefile.coredns-k8s" <<EOF
+.:$PORT {
+    bind $ADDR
+    kubernetes cluster.local {
+        endpoint http://$ADDR:$KUBEAPI_PORT
+    }
+    cache 30
+    errors
+}
+EOF
+  grep -v '^    cache ' "$WORK/Corefile.coredns-k8s" > "$WORK/Corefile.coredns-k8s-nocache"
 }
 
 start_server() {
@@ -153,13 +197,15 @@ run() {
   echo "+ taskset -c $CLIENT_CPU dnsperf -s $ADDR -p $PORT -d $(basename "$qfile") -l $DURATION -c $CLIENTS -q $OUTSTANDING ${extra[*]}   # $server, round $round"
   taskset -c "$CLIENT_CPU" dnsperf -s "$ADDR" -p "$PORT" -d "$qfile" -l "$DURATION" \
     -c "$CLIENTS" -q "$OUTSTANDING" "${extra[@]}" > "$out" 2>&1 &
-  local cpid=$! c0=0 c1=0
+  CLIENT_PID=$!
+  local cpid=$CLIENT_PID c0=0 c1=0
   # client ticks, sampled every 0.2 s while it runs (approximate)
   sleep 0.2; c0=$(cpu_ticks "$cpid" 2>/dev/null || echo 0)
   while kill -0 "$cpid" 2>/dev/null; do
     c1=$(cpu_ticks "$cpid" 2>/dev/null || echo "$c1"); sleep 0.2
   done
   wait "$cpid" 2>/dev/null || true
+  CLIENT_PID=""
   t1=$(cpu_ticks "$SERVER_PID"); b1=$(busy_ticks); w1=$(date +%s.%N)
   local qps lost codes lat rss1 hwm pct=""
   qps=$(awk '/Queries per second/ {print $4}' "$out")
@@ -174,7 +220,7 @@ run() {
       -v rss0="$rss0" -v rss1="$rss1" -v hwm="$hwm" -v pct="$pct" 'BEGIN {
     wall = w1 - w0; cpu = (b - a) / hz / wall; other = ((m1 - m0) - (b - a) - cl) / hz / wall; if (other < 0) other = 0
     perc = (cpu > 0) ? q / cpu : 0
-    printf "RESULT %-13s %-10s r%s qps=%-9.0f srvcpu=%.0f%% qps/core=%-9.0f clientcpu=%.0f%% avglat=%ss lost=%s codes=%s otherbusy=%.0f%% rss_idle=%dkB rss_after=%dkB peak=%dkB %s\n",
+    printf "RESULT %-19s %-10s r%s qps=%-9.0f srvcpu=%.0f%% qps/core=%-9.0f clientcpu=%.0f%% avglat=%ss lost=%s codes=%s otherbusy=%.0f%% rss_idle=%dkB rss_after=%dkB peak=%dkB %s\n",
       s, sc, r, q, 100 * cpu, perc, 100 * cl / hz / wall, lat, l, c, 100 * other, rss0, rss1, hwm, pct }' | tee -a "$WORK/results.txt"
 }
 
@@ -182,6 +228,9 @@ echo "CoreDNS: $("$COREDNS_BIN" -version 2>/dev/null | head -1); dnsperf: $(dnsp
 echo "host: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "records: $N, duration: ${DURATION}s, dnsperf -c $CLIENTS -q $OUTSTANDING, server CPU $SERVER_CPU, client CPU $CLIENT_CPU, rounds: $ROUNDS"
 gen_data
+case " $RUNS" in
+  *" coredns-k8s"*) start_kubeapi ;;
+esac
 for round in $(seq 1 "$ROUNDS"); do
   for r in $RUNS; do
     run "${r%%:*}" "${r##*:}" "$round"
@@ -193,5 +242,10 @@ awk '{ k = $2 " " $3; split($5, q, "="); split($7, c, "="); split($12, o, "=");
        print k, q[2], c[2], o[2] }' "$WORK/results.txt" | sort -k1,2 -k3,3n |
   awk '{ k = $1 " " $2; n[k]++; q[k, n[k]] = $3; c[k, n[k]] = $4; o[k] = o[k] " " $5 }
        END { for (k in n) { m = int((n[k] + 1) / 2);
-             printf "%-26s qps=%-8.0f qps/core=%-8.0f rounds=%d otherbusy:%s\n", k, q[k, m], c[k, m], n[k], o[k] } }' | sort
+             printf "%-30s qps=%-8.0f qps/core=%-8.0f rounds=%d otherbusy:%s\n", k, q[k, m], c[k, m], n[k], o[k] } }' | sort
+if [ -n "$KUBEAPI_PID" ]; then
+  echo
+  echo "=== fake API server: requests by path and status (query strings cut; a 404 is a path CoreDNS asked for that kubeapi does not serve) ==="
+  awk '$2 == "GET" { split($3, u, "?"); print $2, u[1], $4, (u[2] ~ /(^|&)watch=(true|1)(&|$)/ ? "watch" : "") }' "$WORK/kubeapi.log" | sort | uniq -c
+fi
 echo "done; servers stopped, $WORK removed on exit"
