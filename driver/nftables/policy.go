@@ -24,6 +24,7 @@ import (
 const (
 	PolicyChainForward = "forward"
 	polHeldSet         = "held"
+	polSelfSet         = "self"
 	polChainAdminDeny  = "admin-deny"
 )
 
@@ -455,11 +456,11 @@ func (p *PolicyDataplane) denyVerdict() []svcRule {
 	return []svcRule{{exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}}
 }
 
-// Fixed objects: the forward chain, per family the held set and the two
-// dispatch maps.
+// Fixed objects: the forward and admin-deny chains, per family the held
+// and self sets and the two dispatch maps.
 const (
-	polFixedObjects = 2 + 2*3
-	polForwardRules = 1 + 2*2 + 2*2
+	polFixedObjects = 2 + 2*4
+	polForwardRules = 1 + 2*2 + 2 + 2*2
 )
 
 func polSetRef(name string, fam int) *nft.Set {
@@ -484,6 +485,8 @@ func (q *polQueue) skeleton() {
 	for fam := range 2 {
 		q.c.AddSet(&nft.Set{Table: q.table, Name: polHeldSet + "-" + svcFamilies[fam].suffix, ID: q.id(), KeyType: addrType(fam),
 			Comment: commentPrefix + ": new pods whose policy is not programmed yet"}, nil)
+		q.c.AddSet(&nft.Set{Table: q.table, Name: polSelfSet + "-" + svcFamilies[fam].suffix, ID: q.id(), KeyType: pairTypes[fam],
+			Concatenation: true, Comment: commentPrefix + ": pod . pod: a pod reaching itself through a service"}, nil)
 		for dir := range 2 {
 			q.c.AddSet(&nft.Set{Table: q.table, Name: polVmapName(dir, fam), ID: q.id(), IsMap: true, KeyType: addrType(fam),
 				DataType: nft.TypeVerdict}, nil)
@@ -520,6 +523,17 @@ func (q *polQueue) skeleton() {
 		}
 	}
 	for fam := range 2 {
+		// A pod reaching itself through a service (hairpin: the packet
+		// leaves its namespace) is allowed, as NetworkPolicy says and
+		// policy.Trace does.
+		f := svcFamilies[fam]
+		add(append(nfprotoIs(f.portFamily),
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
+			&expr.Payload{DestRegister: reg32At + f.addrLen/4, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
+			&expr.Lookup{SourceRegister: reg1, SetName: polSelfSet + "-" + f.suffix},
+			&expr.Verdict{Kind: expr.VerdictAccept}), commentPrefix+": a pod reaching itself")
+	}
+	for fam := range 2 {
 		f := svcFamilies[fam]
 		for dir, off := range []uint32{f.saddrOff, f.daddrOff} {
 			// dir 0 here is egress (source address), 1 ingress.
@@ -529,7 +543,14 @@ func (q *polQueue) skeleton() {
 				&expr.Lookup{SourceRegister: reg1, SetName: polVmapName(d, fam), IsDestRegSet: true, DestRegister: 0}), "")
 		}
 	}
-	q.msgs += 16
+	q.msgs += 20
+}
+
+var pairTypes = [2]nft.SetDatatype{pairV4, pairV6}
+
+// selfElement is the self-set element of a pod address: ip . ip.
+func selfElement(ip netip.Addr) nft.SetElement {
+	return nft.SetElement{Key: append(ip.AsSlice(), ip.AsSlice()...)}
 }
 
 // diff queues what turns old into new, in this order: dispatch and held
@@ -537,10 +558,16 @@ func (q *polQueue) skeleton() {
 // chains added with their rules, dispatch and held elements that come.
 func (q *polQueue) diff(old, new *polRender) {
 	var delVmap, addVmap [2][2][]nft.SetElement
+	var delSelf, addSelf [2][]nft.SetElement
 	for k, op := range old.pods {
 		np := new.pods[k]
 		if np == op {
 			continue
+		}
+		for _, ip := range op.pp.IPs {
+			if np == nil || !slices.Contains(np.pp.IPs, ip) {
+				delSelf[famIndex(ip)] = append(delSelf[famIndex(ip)], selfElement(ip))
+			}
 		}
 		for d := range 2 {
 			if op.chains[d] == "" {
@@ -557,6 +584,11 @@ func (q *polQueue) diff(old, new *polRender) {
 		op := old.pods[k]
 		if np == op {
 			continue
+		}
+		for _, ip := range np.pp.IPs {
+			if op == nil || !slices.Contains(op.pp.IPs, ip) {
+				addSelf[famIndex(ip)] = append(addSelf[famIndex(ip)], selfElement(ip))
+			}
 		}
 		for d := range 2 {
 			name := np.chains[d]
@@ -586,6 +618,9 @@ func (q *polQueue) diff(old, new *polRender) {
 		for f := range 2 {
 			q.elems(&nft.Set{Name: polVmapName(d, f)}, delVmap[d][f], false)
 		}
+	}
+	for f := range 2 {
+		q.elems(&nft.Set{Name: polSelfSet + "-" + svcFamilies[f].suffix}, delSelf[f], false)
 	}
 	var heldAdds [2][]nft.SetElement
 	for f := range 2 {
@@ -667,6 +702,8 @@ func (q *polQueue) diff(old, new *polRender) {
 	}
 	for f := range 2 {
 		q.elems(&nft.Set{Name: polHeldSet + "-" + svcFamilies[f].suffix}, heldAdds[f], true)
+		slices.SortFunc(addSelf[f], func(a, b nft.SetElement) int { return slices.Compare(a.Key, b.Key) })
+		q.elems(&nft.Set{Name: polSelfSet + "-" + svcFamilies[f].suffix, Concatenation: true, KeyType: pairTypes[f]}, addSelf[f], true)
 	}
 }
 
