@@ -77,8 +77,10 @@ type Sandbox struct {
 	id  string
 	seq atomic.Int32
 
-	mu  sync.Mutex
-	nss []*NS
+	mu     sync.Mutex
+	nss    []*NS
+	closed bool           // cleanup began: no new namespace
+	making sync.WaitGroup // namespaces being made; cleanup waits for them
 }
 
 var sandboxSeq atomic.Int32
@@ -140,6 +142,16 @@ func (s *Sandbox) Namespace(role string) *NS {
 
 func (s *Sandbox) newNS(role string) (*NS, error) {
 	name := fmt.Sprintf("%s%s-%d-%s", namePrefix, s.id, s.seq.Add(1), role)
+	// Cleanup may begin at any time (a program interrupted while it
+	// builds): it waits for namespaces being made, and none starts after.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sandbox closed: %s not made", name)
+	}
+	s.making.Add(1)
+	s.mu.Unlock()
+	defer s.making.Done()
 	h, err := netns.NewNamed(name)
 	if err != nil {
 		return nil, err
@@ -167,6 +179,10 @@ func (s *Sandbox) newNS(role string) (*NS, error) {
 }
 
 func (s *Sandbox) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.making.Wait()
 	s.mu.Lock()
 	nss := s.nss
 	s.nss = nil
