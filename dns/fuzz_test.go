@@ -1,9 +1,8 @@
 package dns_test
 
 import (
-	"net"
+	"net/netip"
 	"testing"
-	"time"
 
 	mdns "github.com/miekg/dns"
 
@@ -64,22 +63,8 @@ func FuzzServeDNS(f *testing.F) {
 			if len(data) < 12 || data[2]&0x80 != 0 || (data[2]>>3)&0xF != 0 || data[4] != 0 || data[5] != 1 {
 				return
 			}
-			c, err := net.Dial("udp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			buf := make([]byte, 65535)
-			n, err := c.Read(buf)
-			if err != nil {
-				t.Fatalf("no reply to an unparsable query: %v", err)
-			}
 			r := new(mdns.Msg)
-			if err := r.Unpack(buf[:n]); err != nil || r.Rcode != mdns.RcodeFormatError {
+			if err := r.Unpack(exchangeRaw(t, addr, netip.AddrPort{}, data)); err != nil || r.Rcode != mdns.RcodeFormatError {
 				t.Fatalf("reply to an unparsable query: %v, %v", r, err)
 			}
 			return

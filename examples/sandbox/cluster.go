@@ -339,6 +339,35 @@ func plug(sw *sandbox.NS, port string) error {
 	return h.LinkSetUp(l)
 }
 
+// convertAll converts every item with conv, leaving out those it skips
+// (errors wrapping skip); it stops at the first other error.
+func convertAll[T, U any](in []T, conv func(T) (U, error), skip error) ([]U, error) {
+	out := make([]U, 0, len(in))
+	for _, x := range in {
+		u, err := conv(x)
+		if errors.Is(err, skip) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// eachNode runs f for every node at once, as every node's agent would, and
+// returns their errors.
+func (c *cluster) eachNode(f func(n *node) error) error {
+	errs := make([]error, len(c.nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.nodes {
+		wg.Go(func() { errs[i] = f(n) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 func (c *cluster) nodeByName(name string) *node {
 	for _, n := range c.nodes {
 		if n.name == name {
@@ -382,23 +411,17 @@ func (c *cluster) buildPods(ctx context.Context) error {
 	}
 	// Nodes attach their pods in parallel, each in declaration order, so
 	// that addresses are the same from run to run.
-	errs := make([]error, len(c.nodes))
-	var wg sync.WaitGroup
-	for i, n := range c.nodes {
-		wg.Go(func() {
-			for _, p := range c.pods {
-				if p.node != n {
-					continue
-				}
-				if err := c.attach(ctx, p); err != nil {
-					errs[i] = fmt.Errorf("pod %s: %w", p.key, err)
-					return
-				}
+	if err := c.eachNode(func(n *node) error {
+		for _, p := range c.pods {
+			if p.node != n {
+				continue
 			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+			if err := c.attach(ctx, p); err != nil {
+				return fmt.Errorf("pod %s: %w", p.key, err)
+			}
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
 	for _, p := range c.pods {
@@ -462,35 +485,17 @@ func (c *cluster) buildServices(ctx context.Context) error {
 	}
 	c.slices = append(slices.Clone(c.m.EndpointSlices), DeriveEndpointSlices(c.m)...)
 
-	var svcModel []*service.Service
-	for _, s := range c.m.Services {
-		ms, err := servicekube.Service(s, servicekube.Options{})
-		if errors.Is(err, servicekube.ErrSkip) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		svcModel = append(svcModel, ms)
+	svcModel, err := convertAll(c.m.Services, func(s *corev1.Service) (*service.Service, error) {
+		return servicekube.Service(s, servicekube.Options{})
+	}, servicekube.ErrSkip)
+	if err != nil {
+		return err
 	}
-	var sliceModel []*service.EndpointSlice
-	for _, es := range c.slices {
-		ms, err := servicekube.EndpointSlice(es)
-		if errors.Is(err, servicekube.ErrSkip) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		sliceModel = append(sliceModel, ms)
+	sliceModel, err := convertAll(c.slices, servicekube.EndpointSlice, servicekube.ErrSkip)
+	if err != nil {
+		return err
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.nodes))
-	for i, n := range c.nodes {
-		wg.Go(func() { errs[i] = c.proxyNode(ctx, n, svcModel, sliceModel) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return c.eachNode(func(n *node) error { return c.proxyNode(ctx, n, svcModel, sliceModel) })
 }
 
 func boolCmp(a, b bool) int {
@@ -615,40 +620,32 @@ func (c *cluster) buildPolicy(ctx context.Context) error {
 		}
 		mns = append(mns, pn)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.nodes))
-	for i, n := range c.nodes {
-		wg.Go(func() {
-			dp, err := nftdrv.NewPolicy(nftdrv.PolicyOptions{
-				Options: nftdrv.Options{NetNS: n.ns.Path(), Table: "kubewire-policy"},
-				Node:    n.name, Reject: true,
-			})
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			c.env.Cleanup(func() { dp.Close() })
-			if n.enforce, err = policy.NewEnforcer(policy.Config{Dataplane: dp}); err != nil {
-				errs[i] = err
-				return
-			}
-			for _, x := range nss {
-				n.enforce.OnNamespaceAdd(x)
-			}
-			for _, x := range mns {
-				n.enforce.OnNodeAdd(x)
-			}
-			for _, x := range pods {
-				n.enforce.OnPodAdd(x)
-			}
-			for _, x := range pols {
-				n.enforce.OnPolicyAdd(x)
-			}
-			errs[i] = n.enforce.Sync(ctx)
+	return c.eachNode(func(n *node) error {
+		dp, err := nftdrv.NewPolicy(nftdrv.PolicyOptions{
+			Options: nftdrv.Options{NetNS: n.ns.Path(), Table: "kubewire-policy"},
+			Node:    n.name, Reject: true,
 		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+		if err != nil {
+			return err
+		}
+		c.env.Cleanup(func() { dp.Close() })
+		if n.enforce, err = policy.NewEnforcer(policy.Config{Dataplane: dp}); err != nil {
+			return err
+		}
+		for _, x := range nss {
+			n.enforce.OnNamespaceAdd(x)
+		}
+		for _, x := range mns {
+			n.enforce.OnNodeAdd(x)
+		}
+		for _, x := range pods {
+			n.enforce.OnPodAdd(x)
+		}
+		for _, x := range pols {
+			n.enforce.OnPolicyAdd(x)
+		}
+		return n.enforce.Sync(ctx)
+	})
 }
 
 // trace is the policy verdict of the cluster (every node compiles the same
@@ -666,55 +663,46 @@ func (c *cluster) buildDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, o := range c.m.Namespaces {
-		n, err := dnskube.Namespace(o)
-		if err != nil {
-			return err
+	// Objects DNS skips (ErrSkip) are left out, as CoreDNS ignores them.
+	feed := func(err error, add ...func() error) error {
+		for _, f := range add {
+			if err != nil {
+				break
+			}
+			err = f()
 		}
-		if err := rec.OnNamespaceAdd(n); err != nil {
-			return err
-		}
+		return err
 	}
+	nss, err := convertAll(c.m.Namespaces, dnskube.Namespace, dnskube.ErrSkip)
 	svcs := map[string]*corev1.Service{}
 	for _, o := range c.m.Services {
 		svcs[o.Namespace+"/"+o.Name] = o
-		s, err := dnskube.Service(o)
-		if errors.Is(err, dnskube.ErrSkip) {
-			continue
-		}
-		if err == nil {
-			err = rec.OnServiceAdd(s)
-		}
-		if err != nil {
-			return err
-		}
-		if o.Namespace == dnsNamespace && o.Name == dnsName {
-			c.dnsIPs = s.ClusterIPs
+	}
+	dsvcs, err2 := convertAll(c.m.Services, dnskube.Service, dnskube.ErrSkip)
+	dslices, err3 := convertAll(c.slices, func(es *discoveryv1.EndpointSlice) (*dns.EndpointSlice, error) {
+		return dnskube.EndpointSlice(es, svcs[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]])
+	}, dnskube.ErrSkip)
+	dpods, err4 := convertAll(c.pods, func(p *pod) (*dns.Pod, error) { return dnskube.Pod(p.obj) }, dnskube.ErrSkip)
+	if err := errors.Join(err, err2, err3, err4); err != nil {
+		return err
+	}
+	for _, x := range nss {
+		err = feed(err, func() error { return rec.OnNamespaceAdd(x) })
+	}
+	for _, x := range dsvcs {
+		err = feed(err, func() error { return rec.OnServiceAdd(x) })
+		if x.Namespace == dnsNamespace && x.Name == dnsName {
+			c.dnsIPs = x.ClusterIPs
 		}
 	}
-	for _, es := range c.slices {
-		s, err := dnskube.EndpointSlice(es, svcs[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]])
-		if errors.Is(err, dnskube.ErrSkip) {
-			continue
-		}
-		if err == nil {
-			err = rec.OnEndpointSliceAdd(s)
-		}
-		if err != nil {
-			return err
-		}
+	for _, x := range dslices {
+		err = feed(err, func() error { return rec.OnEndpointSliceAdd(x) })
 	}
-	for _, p := range c.pods {
-		dp, err := dnskube.Pod(p.obj)
-		if errors.Is(err, dnskube.ErrSkip) {
-			continue
-		}
-		if err == nil {
-			err = rec.OnPodAdd(dp)
-		}
-		if err != nil {
-			return err
-		}
+	for _, x := range dpods {
+		err = feed(err, func() error { return rec.OnPodAdd(x) })
+	}
+	if err != nil {
+		return err
 	}
 	rec.MarkSynced()
 	c.records = rec
