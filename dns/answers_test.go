@@ -2,9 +2,12 @@ package dns_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -267,5 +270,166 @@ func TestZoneAnswerConfig(t *testing.T) {
 	if _, err := dns.NewServer(dns.ServerConfig{Records: rec, ZoneAnswers: dns.ZoneAnswerConfig{MaxBytes: -1}}); err == nil ||
 		!bytes.Contains([]byte(err.Error()), []byte("ZoneAnswers.MaxBytes")) {
 		t.Fatalf("negative MaxBytes: %v", err)
+	}
+}
+
+// tcpConn is a raw DNS-over-TCP connection.
+type tcpConn struct {
+	t testing.TB
+	c net.Conn
+}
+
+func dialTCP(t testing.TB, addr string) *tcpConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &tcpConn{t, c}
+}
+
+// send writes queries with one write, so that the server reads them as
+// one batch.
+func (c *tcpConn) send(qs ...[]byte) {
+	c.t.Helper()
+	var b []byte
+	for _, q := range qs {
+		b = append(binary.BigEndian.AppendUint16(b, uint16(len(q))), q...)
+	}
+	if _, err := c.c.Write(b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *tcpConn) recv() []byte {
+	c.t.Helper()
+	var size [2]byte
+	if _, err := io.ReadFull(c.c, size[:]); err != nil {
+		c.t.Fatalf("no reply: %v", err)
+	}
+	b := make([]byte, binary.BigEndian.Uint16(size[:]))
+	if _, err := io.ReadFull(c.c, b); err != nil {
+		c.t.Fatalf("short reply: %v", err)
+	}
+	return b
+}
+
+// TestZoneAnswerReuseTCP: over TCP too, reused replies are the replies a
+// server without reuse sends, also for answers too large for UDP, and
+// pipelined queries get their replies in order.
+func TestZoneAnswerReuseTCP(t *testing.T) {
+	rec := fixture(t, dns.Config{Pods: dns.PodsVerified})
+	bigHeadless(t, rec, "big", 1000)
+	_, reusing := startServer(t, dns.ServerConfig{Records: rec})
+	_, plain := startServer(t, dns.ServerConfig{Records: rec, ZoneAnswers: dns.ZoneAnswerConfig{Disabled: true}})
+	rc, pc := dialTCP(t, reusing), dialTCP(t, plain)
+	questions := []struct {
+		name  string
+		qtype uint16
+	}{{"big.default.svc.cluster.local.", mdns.TypeA}, {"_http._tcp.big.default.svc.cluster.local.", mdns.TypeSRV}}
+	for _, zc := range zoneCases() {
+		questions = append(questions, struct {
+			name  string
+			qtype uint16
+		}{zc.name, zc.qtype})
+	}
+	id := uint16(0)
+	for round := range 3 {
+		// Every question of a round pipelined on one connection.
+		var queries [][]byte
+		for _, q := range questions {
+			for _, edit := range [][]func(*mdns.Msg){nil, {edns(1232)}, {func(m *mdns.Msg) { m.SetEdns0(4096, true) }}} {
+				id++
+				query := packQuery(t, id, q.name, q.qtype, edit...)
+				queries = append(queries, query)
+				rc.send(query)
+			}
+		}
+		for i, query := range queries {
+			pc.send(query)
+			want := pc.recv()
+			got := rc.recv()
+			if !bytes.Equal(got, want) {
+				m := new(mdns.Msg)
+				_ = m.Unpack(query)
+				t.Fatalf("round %d, %v:\n reused %x\n wanted %x", round, m.Question, got, want)
+			}
+			if binary.BigEndian.Uint16(got) != binary.BigEndian.Uint16(queries[i]) {
+				t.Fatalf("reply %d out of order", i)
+			}
+		}
+	}
+	r := new(mdns.Msg)
+	rc.send(packQuery(t, 1, "big.default.svc.cluster.local.", mdns.TypeA))
+	if err := r.Unpack(rc.recv()); err != nil || len(r.Answer) != 1000 || r.Truncated {
+		t.Fatalf("1000 endpoints over TCP: %d answers, truncated %v, %v", len(r.Answer), r.Truncated, err)
+	}
+}
+
+// TestTCPConnectionHandling: a reply held back for a pipelined batch is
+// sent before a query that waits upstream; a malformed query gets FORMERR;
+// Run returns promptly with idle connections open.
+func TestTCPConnectionHandling(t *testing.T) {
+	release := make(chan struct{})
+	slow := newUpstream(t, func(w mdns.ResponseWriter, r *mdns.Msg) {
+		<-release
+		answer(60, nil)(w, r)
+	})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll) // before the upstream's cleanup waits for its handlers
+	rec := fixture(t, dns.Config{})
+	s, err := dns.NewServer(dns.ServerConfig{Records: rec, Listen: []netip.AddrPort{ipp("127.0.0.1:0")},
+		Cache: dns.CacheConfig{Disabled: true}, Forward: dns.ForwardConfig{Upstreams: fwd(slow), Timeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	addr := s.TCPAddrs()[0].String()
+
+	c := dialTCP(t, addr)
+	// Warm the reply up so that it is reused (held back in the batch).
+	c.send(packQuery(t, 1, "web.default.svc.cluster.local.", mdns.TypeA))
+	c.recv()
+	c.send(packQuery(t, 2, "web.default.svc.cluster.local.", mdns.TypeA), packQuery(t, 3, "slow.example.", mdns.TypeA))
+	_ = c.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if got := c.recv(); binary.BigEndian.Uint16(got) != 2 {
+		t.Fatalf("first reply has ID %d", binary.BigEndian.Uint16(got))
+	}
+	releaseAll()
+	if got := c.recv(); binary.BigEndian.Uint16(got) != 3 {
+		t.Fatalf("second reply has ID %d", binary.BigEndian.Uint16(got))
+	}
+
+	bad := dialTCP(t, addr)
+	bad.send([]byte{0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'w', 'e'})
+	r := new(mdns.Msg)
+	if err := r.Unpack(bad.recv()); err != nil || r.Rcode != mdns.RcodeFormatError || r.Id != 9 {
+		t.Fatalf("malformed query: %v, %v", r, err)
+	}
+
+	dialTCP(t, addr) // idle
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run did not return with idle TCP connections open")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Run took %v to stop", took)
+	}
+	if _, err := c.c.Read(make([]byte, 1)); err == nil {
+		t.Error("a connection survived Run")
 	}
 }

@@ -389,11 +389,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		add(&mdns.Server{PacketConn: pc, UDPSize: 65535})
 	}
+	var tcps []*tcpServer
 	for _, l := range lns {
-		// MaxTCPQueries -1: no limit per connection (miekg/dns closes it
-		// after 128 by default, dropping the queries a client pipelined
-		// behind; CoreDNS sets -1 too). Idle connections close after 10 s.
-		add(&mdns.Server{Listener: l, MaxTCPQueries: -1, IdleTimeout: func() time.Duration { return 10 * time.Second }})
+		tcps = append(tcps, s.newTCP(l))
 	}
 	failed := make(chan error, len(all))
 	for _, sv := range all {
@@ -420,6 +418,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	for _, u := range fast {
 		u.start()
+	}
+	for _, t := range tcps {
+		t.start()
 	}
 	var bg sync.WaitGroup
 	if fatal == nil {
@@ -448,6 +449,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, u := range fast {
 		_ = u.conn.Close() // the readers see net.ErrClosed and return
 		u.wait()
+	}
+	for _, t := range tcps {
+		t.stop()
 	}
 	bg.Wait()
 	return fatal

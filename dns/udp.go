@@ -86,20 +86,30 @@ func (u *udpServer) read() {
 	}
 }
 
-// udpScratch holds a handler's buffers for reused replies.
-type udpScratch struct {
+// wireScratch holds a handler's buffers for reused replies.
+type wireScratch struct {
 	key, out []byte
+}
+
+// wireWriter is the mdns.ResponseWriter of one query read off the wire
+// by the Server's own UDP and TCP loops.
+type wireWriter interface {
+	mdns.ResponseWriter
+	peer() netip.AddrPort
+	// slow is called before a query is answered the slow way (it may
+	// wait on an upstream): TCP sends the replies it holds back.
+	slow()
 }
 
 // handle answers job, then further queries, until idle for handlerIdle.
 func (u *udpServer) handle(job udpJob) {
 	w := &udpWriter{conn: u.conn}
-	var sc udpScratch
+	var sc wireScratch
 	idle := time.NewTimer(handlerIdle)
 	defer idle.Stop()
 	for {
 		w.to = job.to
-		u.serve(job.msg, w, &sc)
+		u.s.serveWire(job.msg, w, &sc, false)
 		idle.Reset(handlerIdle)
 		var ok bool
 		select {
@@ -113,15 +123,15 @@ func (u *udpServer) handle(job udpJob) {
 	}
 }
 
-// serve answers m: with a kept reply when the Server has one for its
+// serveWire answers m, a query read off the wire (tcp: without its
+// length prefix): with a kept reply when the Server has one for its
 // question (ZoneAnswerConfig), else it applies miekg/dns's rules
 // (mdns.DefaultMsgAcceptFunc) and answers through the Server, keeping the
 // reply when it may be reused.
-func (u *udpServer) serve(m []byte, w *udpWriter, sc *udpScratch) {
+func (s *Server) serveWire(m []byte, w wireWriter, sc *wireScratch, tcp bool) {
 	if len(m) < 12 {
 		return // no header: no reply (it could be used to amplify)
 	}
-	s := u.s
 	var (
 		keyed bool
 		gen   uint64
@@ -129,6 +139,11 @@ func (u *udpServer) serve(m []byte, w *udpWriter, sc *udpScratch) {
 	if s.answers != nil && s.qlog == nil {
 		var qend int
 		if sc.key, qend, keyed = questionKey(m, s.maxUDP, sc.key[:0]); keyed {
+			if tcp {
+				// Replies over TCP are not bound by a UDP size: their own
+				// entries.
+				sc.key[len(sc.key)-2], sc.key[len(sc.key)-1] = 0xFF, 0xFF
+			}
 			// The generation is read before any lookup, so that a reply
 			// built below is kept for a state it reflects (or a later one).
 			gen = s.records.generation()
@@ -141,7 +156,7 @@ func (u *udpServer) serve(m []byte, w *udpWriter, sc *udpScratch) {
 				reuse(sc.out, m)
 				if s.metrics != nil {
 					qtype := binary.BigEndian.Uint16(m[qend-4:])
-					s.metrics.request(false, w.to.Addr().Unmap().Is6(), qtype)
+					s.metrics.request(tcp, w.peer().Addr().Unmap().Is6(), qtype)
 					s.metrics.response(int(sc.out[3]&0xF), qtype, time.Since(start))
 				}
 				s.send(w, sc.out)
@@ -156,6 +171,7 @@ func (u *udpServer) serve(m []byte, w *udpWriter, sc *udpScratch) {
 	req := new(mdns.Msg)
 	if action == mdns.MsgAccept {
 		if err := req.Unpack(m); err == nil {
+			w.slow()
 			buf, reply, source := s.reply(w, req)
 			if keyed && buf != nil && s.reusable(reply, source, lowerASCII(req.Question[0].Name)) {
 				s.answers.put(gen, sc.key, buf)
@@ -181,6 +197,8 @@ type udpWriter struct {
 	to   netip.AddrPort
 }
 
+func (w *udpWriter) peer() netip.AddrPort { return w.to }
+func (w *udpWriter) slow()                {}
 func (w *udpWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
 func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.to) }
 func (w *udpWriter) WriteMsg(m *mdns.Msg) error {
