@@ -8,11 +8,13 @@ import (
 )
 
 // ZoneAnswerConfig configures the reuse of packed replies to cluster-zone
-// questions asked over UDP. A reply built once for a question is kept as
-// the bytes sent, and a later query with the same question (same name,
-// byte for byte, type and EDNS parameters) gets a copy with its own ID,
-// question and RD/CD bits: no unpacking, lookup or packing. The reply is
-// exactly what the query would have got without reuse.
+// questions, over UDP and TCP (on the Server's own sockets; not when it is
+// mounted as a Handler in another server). A reply built once for a
+// question is kept as the bytes sent, and a later query with the same
+// question (same name, byte for byte, type, EDNS parameters and transport)
+// gets a copy with its own ID and RD/CD bits: no unpacking, lookup or
+// packing. The reply is exactly what the query would have got without
+// reuse.
 //
 // Kept replies belong to one state of Records: any change to it (a watch
 // event, MarkSynced) makes all of them stale at once, so a change is

@@ -93,7 +93,7 @@
 // <name>.<ns>.svc.<zone> with the first candidate of its whole search
 // path that exists, saving the client a query per search domain.
 //
-// Repeated questions in the zone over UDP are answered from the packed
+// Repeated questions in the zone (UDP and TCP) are answered from the packed
 // reply of the first (ZoneAnswerConfig): the same bytes with the query's
 // ID, with no unpacking, lookup or packing, and no allocation. Every
 // change to Records retires all kept replies at once, so a watch event
