@@ -54,15 +54,25 @@ func packQuery(t testing.TB, id uint16, name string, qtype uint16, edit ...func(
 	return b
 }
 
+// reuseServers returns a server that reuses replies and one that does
+// not, over the same records (the fixture and a headless service "big"
+// with n endpoints), and the questions to ask both: every zone case and
+// big's A and SRV.
+func reuseServers(t *testing.T, n int) (reusing, plain string, questions []zoneCase) {
+	rec := fixture(t, dns.Config{Pods: dns.PodsVerified})
+	bigHeadless(t, rec, "big", n)
+	_, reusing = startServer(t, dns.ServerConfig{Records: rec})
+	_, plain = startServer(t, dns.ServerConfig{Records: rec, ZoneAnswers: dns.ZoneAnswerConfig{Disabled: true}})
+	questions = append([]zoneCase{{name: "big.default.svc.cluster.local.", qtype: mdns.TypeA},
+		{name: "_http._tcp.big.default.svc.cluster.local.", qtype: mdns.TypeSRV}}, zoneCases()...)
+	return reusing, plain, questions
+}
+
 // TestZoneAnswerReuse asks every zone question several times, with
 // variations of ID, case, flags and EDNS, of a server that reuses replies
 // and of one that does not: every reply must be the same bytes.
 func TestZoneAnswerReuse(t *testing.T) {
-	rec := fixture(t, dns.Config{Pods: dns.PodsVerified})
-	bigHeadless(t, rec, "big", 300)
-	_, reusing := startServer(t, dns.ServerConfig{Records: rec})
-	_, plain := startServer(t, dns.ServerConfig{Records: rec, ZoneAnswers: dns.ZoneAnswerConfig{Disabled: true}})
-
+	reusing, plain, questions := reuseServers(t, 300)
 	variants := []struct {
 		name string
 		edit []func(*mdns.Msg)
@@ -77,19 +87,6 @@ func TestZoneAnswerReuse(t *testing.T) {
 			m.SetEdns0(1232, false)
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &mdns.EDNS0_COOKIE{Code: mdns.EDNS0COOKIE, Cookie: "0123456789abcdef"})
 		}}},
-	}
-	questions := []struct {
-		name  string
-		qtype uint16
-	}{
-		{"big.default.svc.cluster.local.", mdns.TypeA},              // truncated without EDNS
-		{"_http._tcp.big.default.svc.cluster.local.", mdns.TypeSRV}, // truncated
-	}
-	for _, zc := range zoneCases() {
-		questions = append(questions, struct {
-			name  string
-			qtype uint16
-		}{zc.name, zc.qtype})
 	}
 	id := uint16(1)
 	for _, q := range questions {
@@ -320,21 +317,8 @@ func (c *tcpConn) recv() []byte {
 // server without reuse sends, also for answers too large for UDP, and
 // pipelined queries get their replies in order.
 func TestZoneAnswerReuseTCP(t *testing.T) {
-	rec := fixture(t, dns.Config{Pods: dns.PodsVerified})
-	bigHeadless(t, rec, "big", 1000)
-	_, reusing := startServer(t, dns.ServerConfig{Records: rec})
-	_, plain := startServer(t, dns.ServerConfig{Records: rec, ZoneAnswers: dns.ZoneAnswerConfig{Disabled: true}})
+	reusing, plain, questions := reuseServers(t, 1000)
 	rc, pc := dialTCP(t, reusing), dialTCP(t, plain)
-	questions := []struct {
-		name  string
-		qtype uint16
-	}{{"big.default.svc.cluster.local.", mdns.TypeA}, {"_http._tcp.big.default.svc.cluster.local.", mdns.TypeSRV}}
-	for _, zc := range zoneCases() {
-		questions = append(questions, struct {
-			name  string
-			qtype uint16
-		}{zc.name, zc.qtype})
-	}
 	id := uint16(0)
 	for round := range 3 {
 		// Every question of a round pipelined on one connection.

@@ -71,9 +71,16 @@ func TestReports(t *testing.T) {
 		{"stdin", options{output: "text", files: []string{"-"}}, strings.NewReader(string(policies)), "policies"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
 			out, err := runSandbox(t, tc.o, tc.stdin)
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, out)
+			}
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("took %v, want a few seconds", took)
+			}
+			if !regexp.MustCompile(`built in [0-9.]+m?s \(nodes [0-9.]+m?s, pods [0-9.]+m?s, services [0-9.]+m?s, policy [0-9.]+m?s, dns [0-9.]+m?s\)`).MatchString(out) {
+				t.Errorf("no build time per component:\n%s", out)
 			}
 			if !strings.Contains(out, "summary: all as expected") || strings.Contains(out, "NOT AS EXPECTED") {
 				t.Fatalf("report:\n%s", out)
