@@ -114,9 +114,9 @@ const (
 // compression pointer, no answer or authority records, and at most an
 // EDNS version 0 OPT record without options. It returns the key of its
 // reply (the question as sent, then the EDNS parameters that shape the
-// reply: presence, DO bit, the UDP size the reply must fit), appended to
-// key, and where the question ends.
-func questionKey(m []byte, maxUDP int, key []byte) ([]byte, int, bool) {
+// reply: presence, DO bit, and the size the reply must fit: the UDP size,
+// or 65535 over TCP), appended to key, and where the question ends.
+func questionKey(m []byte, maxUDP int, tcp bool, key []byte) ([]byte, int, bool) {
 	if len(m) < 12+1+4 {
 		return key, 0, false
 	}
@@ -169,6 +169,9 @@ func questionKey(m []byte, maxUDP int, key []byte) ([]byte, int, bool) {
 		}
 	} else if len(m) != qend {
 		return key, 0, false
+	}
+	if tcp {
+		size = mdns.MaxMsgSize
 	}
 	key = append(key, ednsFlags, byte(size>>8), byte(size))
 	return key, qend, true

@@ -138,12 +138,7 @@ func (s *Server) serveWire(m []byte, w wireWriter, sc *wireScratch, tcp bool) {
 	)
 	if s.answers != nil && s.qlog == nil {
 		var qend int
-		if sc.key, qend, keyed = questionKey(m, s.maxUDP, sc.key[:0]); keyed {
-			if tcp {
-				// Replies over TCP are not bound by a UDP size: their own
-				// entries.
-				sc.key[len(sc.key)-2], sc.key[len(sc.key)-1] = 0xFF, 0xFF
-			}
+		if sc.key, qend, keyed = questionKey(m, s.maxUDP, tcp, sc.key[:0]); keyed {
 			// The generation is read before any lookup, so that a reply
 			// built below is kept for a state it reflects (or a later one).
 			gen = s.records.generation()
