@@ -105,8 +105,7 @@ type cluster struct {
 	pods     []*pod
 	podByKey map[string]*pod
 	slices   []*discoveryv1.EndpointSlice // declared and derived
-	records  *dns.Records
-	dnsIPs   []netip.Addr // kube-dns ClusterIPs
+	dnsIPs   []netip.Addr                 // kube-dns ClusterIPs
 	timings  []timing
 	progress io.Writer
 }
@@ -173,7 +172,7 @@ func addClusterDNS(m *Manifest) {
 			{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP},
 		}}}},
 	})
-	var ips []string
+	var ips []string // ServiceCIDRs are in IPFamilies order (Load)
 	for _, p := range m.Cluster.ServiceCIDRs {
 		a := p.Masked().Addr()
 		for range 10 {
@@ -186,7 +185,6 @@ func addClusterDNS(m *Manifest) {
 	for _, f := range m.Cluster.IPFamilies {
 		families = append(families, corev1.IPFamily(f))
 	}
-	ips = orderByFamily(ips, families)
 	m.Services = append(m.Services, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: dnsNamespace, Name: dnsName},
 		Spec: corev1.ServiceSpec{
@@ -198,19 +196,6 @@ func addClusterDNS(m *Manifest) {
 			},
 		},
 	})
-}
-
-// orderByFamily orders addresses as families.
-func orderByFamily(ips []string, families []corev1.IPFamily) []string {
-	var out []string
-	for _, f := range families {
-		for _, s := range ips {
-			if a, err := netip.ParseAddr(s); err == nil && a.Is4() == (f == corev1.IPv4Protocol) {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
 }
 
 func (c *cluster) buildNodes(ctx context.Context) error {
@@ -705,7 +690,6 @@ func (c *cluster) buildDNS(ctx context.Context) error {
 		return err
 	}
 	rec.MarkSynced()
-	c.records = rec
 
 	var srvPod *pod
 	for _, p := range c.pods {
