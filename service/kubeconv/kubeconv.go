@@ -45,7 +45,6 @@ import (
 	"fmt"
 	"github.com/kubewire/kubewire/internal/k8sparse"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -432,33 +431,10 @@ func Node(n *v1.Node) (service.NodeInfo, error) {
 	if n == nil {
 		return service.NodeInfo{}, fmt.Errorf("kubeconv: nil Node: %w", service.ErrInvalid)
 	}
-	info := service.NodeInfo{Name: n.Name, Zone: n.Labels[v1.LabelTopologyZone]}
-	obj := "node " + n.Name
-	var byType [2][2]netip.Addr // [InternalIP, ExternalIP][v4, v6]
-	for i, a := range n.Status.Addresses {
-		kind := slices.Index([]v1.NodeAddressType{v1.NodeInternalIP, v1.NodeExternalIP}, a.Type)
-		if kind < 0 {
-			continue
-		}
-		ip, why := parseUnicast(a.Address)
-		if why != "" {
-			return service.NodeInfo{}, &k8sparse.FieldError{Obj: obj, Field: fmt.Sprintf("status.addresses[%d].address", i), Value: a.Address, Reason: why, Kind: service.ErrInvalid}
-		}
-		fam := 0
-		if ip.Is6() {
-			fam = 1
-		}
-		if !byType[kind][fam].IsValid() {
-			byType[kind][fam] = ip
-		}
+	addrs, err := k8sparse.NodeAddresses(n, "node "+n.Name, service.ErrInvalid)
+	if err != nil {
+		return service.NodeInfo{}, err
 	}
-	for fam := range 2 {
-		for kind := range 2 {
-			if a := byType[kind][fam]; a.IsValid() {
-				info.Addresses = append(info.Addresses, a)
-				break
-			}
-		}
-	}
+	info := service.NodeInfo{Name: n.Name, Zone: n.Labels[v1.LabelTopologyZone], Addresses: addrs}
 	return info, nil
 }
