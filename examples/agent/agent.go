@@ -5,10 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -18,6 +25,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	anp "sigs.k8s.io/network-policy-api/apis/v1alpha1"
+	anpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+	anpinformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions"
 
 	"github.com/kubewire/kubewire/dns"
 	dnskube "github.com/kubewire/kubewire/dns/kubeconv"
@@ -49,8 +59,16 @@ type Config struct {
 	// DNSListen, when set, serves the cluster DNS on these addresses.
 	DNSListen     []netip.AddrPort
 	ClusterDomain string
-	Cleanup       bool
-	Logger        *slog.Logger
+	// AdminClient, when set, watches AdminNetworkPolicies and the
+	// BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1; the
+	// CRDs must be installed, or the agent waits for them).
+	AdminClient anpclient.Interface
+	// HealthzAddr serves /healthz and /livez as kube-proxy does on 10256
+	// (healthy once the service proxy synced recently); MetricsAddr serves
+	// /metrics (the proxy's, the DNS server's and Go's). "": off.
+	HealthzAddr, MetricsAddr string
+	Cleanup                  bool
+	Logger                   *slog.Logger
 }
 
 // Agent keeps one node's dataplane in step with the Kubernetes API.
@@ -73,6 +91,10 @@ type Agent struct {
 
 	records *dns.Records
 	dns     *dns.Server
+
+	health   *service.ProxyHealth
+	registry *prometheus.Registry
+	admin    anpinformers.SharedInformerFactory
 }
 
 // New checks cfg, opens the drivers and registers the informers; it
@@ -104,7 +126,13 @@ func New(cfg Config) (*Agent, error) {
 	if a.services, err = nftdrv.NewService(nftdrv.ServiceOptions{Options: opts("kubewire-services"), ClusterCIDRs: cfg.ClusterCIDRs}); err != nil {
 		return nil, err
 	}
-	if a.proxier, err = service.NewProxier(service.Config{Dataplane: a.services, Node: service.NodeInfo{Name: cfg.Node}, Logger: a.log}); err != nil {
+	a.health = service.NewProxyHealth(0, nil)
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := service.NewMetrics()
+	a.registry.MustRegister(metrics)
+	if a.proxier, err = service.NewProxier(service.Config{Dataplane: a.services, Node: service.NodeInfo{Name: cfg.Node},
+		Health: a.health, Metrics: metrics, Logger: a.log}); err != nil {
 		return nil, err
 	}
 	if a.policies, err = nftdrv.NewPolicy(nftdrv.PolicyOptions{Options: opts("kubewire-policy"), Node: cfg.Node}); err != nil {
@@ -129,7 +157,7 @@ func New(cfg Config) (*Agent, error) {
 		if a.records, err = dns.NewRecords(dns.Config{Zone: cfg.ClusterDomain}); err != nil {
 			return nil, err
 		}
-		if a.dns, err = dns.NewServer(dns.ServerConfig{Records: a.records, Listen: cfg.DNSListen, Logger: a.log}); err != nil {
+		if a.dns, err = dns.NewServer(dns.ServerConfig{Records: a.records, Listen: cfg.DNSListen, Registerer: a.registry, Logger: a.log}); err != nil {
 			return nil, err
 		}
 		if err := a.listenDNS(); err != nil {
@@ -137,6 +165,9 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a.factory = informers.NewSharedInformerFactory(cfg.Client, 0)
+	if cfg.AdminClient != nil {
+		a.admin = anpinformers.NewSharedInformerFactory(cfg.AdminClient, 0)
+	}
 	if err := a.register(); err != nil {
 		return nil, err
 	}
@@ -205,6 +236,18 @@ func (a *Agent) register() error {
 		{nps, bridge[*networkingv1.NetworkPolicy, *policy.Policy]{kind: "NetworkPolicy", log: log, skip: policykube.ErrSkip,
 			conv: policykube.Policy, add: noErr(e.OnPolicyAdd), update: noErr2(e.OnPolicyUpdate), del: e.OnPolicyDelete}},
 	}
+	if a.admin != nil {
+		v := a.admin.Policy().V1alpha1()
+		handlers = append(handlers,
+			hook{v.AdminNetworkPolicies().Informer(), bridge[*anp.AdminNetworkPolicy, *policy.AdminPolicy]{kind: "AdminNetworkPolicy",
+				log: log, skip: policykube.ErrSkip, conv: policykube.AdminPolicy,
+				add: noErr(e.OnAdminPolicyAdd), update: noErr2(e.OnAdminPolicyUpdate), del: e.OnAdminPolicyDelete}},
+			hook{v.BaselineAdminNetworkPolicies().Informer(), bridge[*anp.BaselineAdminNetworkPolicy, *policy.AdminPolicy]{
+				kind: "BaselineAdminNetworkPolicy", log: log, skip: policykube.ErrSkip, conv: policykube.BaselineAdminPolicy,
+				add:    func(b *policy.AdminPolicy) error { e.OnBaselinePolicyUpdate(nil, b); return nil },
+				update: noErr2(e.OnBaselinePolicyUpdate),
+				del:    func(b *policy.AdminPolicy) { e.OnBaselinePolicyUpdate(b, nil) }}})
+	}
 	if a.fabric != nil {
 		handlers = append(handlers, hook{nodes, cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { a.kickFabric() }, UpdateFunc: func(any, any) { a.kickFabric() }, DeleteFunc: func(any) { a.kickFabric() },
@@ -244,7 +287,13 @@ func (a *Agent) register() error {
 func (a *Agent) Run(ctx context.Context) error {
 	a.factory.Start(ctx.Done())
 	defer a.factory.Shutdown()
-	for typ, ok := range a.factory.WaitForCacheSync(ctx.Done()) {
+	synced := a.factory.WaitForCacheSync(ctx.Done())
+	if a.admin != nil {
+		a.admin.Start(ctx.Done())
+		defer a.admin.Shutdown()
+		maps.Copy(synced, a.admin.WaitForCacheSync(ctx.Done()))
+	}
+	for typ, ok := range synced {
 		if !ok {
 			if ctx.Err() != nil {
 				return nil
@@ -281,8 +330,31 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.dns != nil {
 		run("dns", a.dns.Run)
 	}
+	if a.cfg.HealthzAddr != "" {
+		run("healthz", func(ctx context.Context) error { return service.RunHealthz(ctx, a.cfg.HealthzAddr, a.health) })
+	}
+	if a.cfg.MetricsAddr != "" {
+		run("metrics", a.serveMetrics)
+	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// serveMetrics serves /metrics on MetricsAddr until ctx ends.
+func (a *Agent) serveMetrics(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: a.cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // runFabric syncs the fabric with the Node objects whenever one changes.

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +21,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	anp "sigs.k8s.io/network-policy-api/apis/v1alpha1"
+	anpfake "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned/fake"
 
 	"github.com/kubewire/kubewire/internal/sandbox"
 	"github.com/kubewire/kubewire/internal/testmain"
@@ -75,9 +82,18 @@ func TestAgent(t *testing.T) {
 			Type: v1.ServiceTypeClusterIP, ClusterIP: "10.96.0.300", ClusterIPs: []string{"10.96.0.300"},
 			Ports: []v1.ServicePort{{Port: 80, Protocol: v1.ProtocolTCP}}}},
 	)
-	a, err := New(Config{Client: client, Node: "node1", NetNS: node.Path(), Fabric: "host-gw",
+	adminClient := anpfake.NewSimpleClientset()
+	logs := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs)
+		}
+	})
+	healthz, metrics := freeAddr(t), freeAddr(t)
+	a, err := New(Config{Client: client, AdminClient: adminClient, Node: "node1", NetNS: node.Path(), Fabric: "host-gw",
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
-		DNSListen:    []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, ClusterDomain: "cluster.local"})
+		DNSListen:    []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, ClusterDomain: "cluster.local",
+		HealthzAddr: healthz, MetricsAddr: metrics, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +152,25 @@ func TestAgent(t *testing.T) {
 	if strings.Contains(dump(a.services), "10.96.0.300") {
 		t.Error("the invalid service was programmed")
 	}
+	if l := logs.String(); !strings.Contains(l, "ignoring an invalid object") || !strings.Contains(l, `10.96.0.300`) {
+		t.Errorf("the invalid service was not reported:\n%s", l)
+	}
+	// kube-proxy's endpoints: healthy once the proxy synced; metrics.
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	eventually(t, "/healthz 200", func() bool { code, _ := get("http://" + healthz + "/healthz"); return code == http.StatusOK })
+	eventually(t, "/metrics", func() bool {
+		code, body := get("http://" + metrics + "/metrics")
+		return code == http.StatusOK && strings.Contains(body, "kubewire_service_sync_duration_seconds") &&
+			strings.Contains(body, "kubewire_dns_requests_total") && strings.Contains(body, "go_goroutines")
+	})
 
 	// Changes through the API.
 	if err := client.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
@@ -153,6 +188,24 @@ func TestAgent(t *testing.T) {
 	eventually(t, "NXDOMAIN for the deleted service", func() bool {
 		return ask("web.shop.svc.cluster.local.").Rcode == mdns.RcodeNameError
 	})
+	// An AdminNetworkPolicy isolates the pod again, until it goes.
+	deny := &anp.AdminNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-into-shop"}, Spec: anp.AdminNetworkPolicySpec{
+		Priority: 10,
+		Subject:  anp.AdminNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "shop"}}},
+		Ingress: []anp.AdminNetworkPolicyIngressRule{{Name: "deny-all", Action: anp.AdminNetworkPolicyRuleActionDeny,
+			From: []anp.AdminNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}}}},
+	}}
+	if _, err := adminClient.PolicyV1alpha1().AdminNetworkPolicies().Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the pod isolated by the admin policy", func() bool {
+		return strings.Contains(dump(a.policies), "10.244.0.5 : jump admin-ingress-")
+	})
+	if err := adminClient.PolicyV1alpha1().AdminNetworkPolicies().Delete(ctx, "deny-into-shop", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the admin policy gone", func() bool { return !strings.Contains(dump(a.policies), "10.244.0.5") })
+
 	if _, err := client.CoreV1().Nodes().Create(ctx, k8sNode("node3", "198.18.1.12", "10.244.2.0/24"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +230,34 @@ func TestAgent(t *testing.T) {
 	for _, tb := range tables {
 		t.Errorf("Cleanup left table %s", tb.Name)
 	}
+}
+
+// logBuffer keeps the agent's log, printed when the test fails.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func TestConfigErrors(t *testing.T) {

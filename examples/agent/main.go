@@ -17,6 +17,10 @@
 //	agent -node $(hostname) -cluster-cidr 10.244.0.0/16 -fabric host-gw
 //	agent -kubeconfig ~/.kube/config -node node1 -dns-listen 169.254.20.10:53
 //
+// Like kube-proxy it serves /healthz on :10256 and /metrics on
+// 127.0.0.1:10249; -admin-network-policy also enforces
+// AdminNetworkPolicy and BaselineAdminNetworkPolicy.
+//
 // On SIGINT/SIGTERM it stops; with -cleanup it also removes every table
 // and route it made. This binary is a composition root, as DESIGN.md
 // describes: it builds the drivers and the managers and connects them to
@@ -39,6 +43,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	anpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 func main() {
@@ -56,6 +61,9 @@ func main() {
 	flag.StringVar(&dnsListen, "dns-listen", "", "serve the cluster DNS on this address (UDP and TCP), e.g. 169.254.20.10:53")
 	flag.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS zone")
 	flag.BoolVar(&cfg.Cleanup, "cleanup", false, "remove the tables and routes made on exit")
+	adminPolicies := flag.Bool("admin-network-policy", false, "also enforce AdminNetworkPolicy and BaselineAdminNetworkPolicy (their CRDs must be installed)")
+	flag.StringVar(&cfg.HealthzAddr, "healthz-bind-address", "0.0.0.0:10256", "serve /healthz and /livez here, as kube-proxy does (\"\": off)")
+	flag.StringVar(&cfg.MetricsAddr, "metrics-bind-address", "127.0.0.1:10249", "serve Prometheus /metrics here (\"\": off)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg.Logger = log
@@ -90,6 +98,11 @@ func main() {
 	cfg.Client, err = kubernetes.NewForConfig(rc)
 	if err != nil {
 		fail(err)
+	}
+	if *adminPolicies {
+		if cfg.AdminClient, err = anpclient.NewForConfig(rc); err != nil {
+			fail(err)
+		}
 	}
 	a, err := New(cfg)
 	if err != nil {
