@@ -92,6 +92,7 @@ type Agent struct {
 	records *dns.Records
 	dns     *dns.Server
 
+	synced   []cache.InformerSynced // every handler has seen the initial list
 	health   *service.ProxyHealth
 	registry *prometheus.Registry
 	admin    anpinformers.SharedInformerFactory
@@ -274,9 +275,11 @@ func (a *Agent) register() error {
 		}...)
 	}
 	for _, h := range handlers {
-		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+		reg, err := h.inf.AddEventHandler(h.h)
+		if err != nil {
 			return err
 		}
+		a.synced = append(a.synced, reg.HasSynced)
 	}
 	return nil
 }
@@ -300,6 +303,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("agent: the %v informer did not sync", typ)
 		}
+	}
+	// The stores are full; the handlers may still be delivering the
+	// initial list. Wait for them too, or the first sync would delete
+	// rules of objects not handed over yet (kube-proxy waits likewise).
+	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
+		return nil // ctx ended
 	}
 	a.log.Info("informers synced; programming the node", "node", a.cfg.Node)
 	if a.records != nil {
