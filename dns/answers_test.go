@@ -2,7 +2,6 @@ package dns_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -365,18 +364,8 @@ func TestTCPConnectionHandling(t *testing.T) {
 	releaseAll := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(releaseAll) // before the upstream's cleanup waits for its handlers
 	rec := fixture(t, dns.Config{})
-	s, err := dns.NewServer(dns.ServerConfig{Records: rec, Listen: []netip.AddrPort{ipp("127.0.0.1:0")},
+	_, addr, stop := runServer(t, dns.ServerConfig{Records: rec,
 		Cache: dns.CacheConfig{Disabled: true}, Forward: dns.ForwardConfig{Upstreams: fwd(slow), Timeout: 5 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	addr := s.TCPAddrs()[0].String()
 
 	c := dialTCP(t, addr)
 	// Warm the reply up so that it is reused (held back in the batch).
@@ -401,9 +390,10 @@ func TestTCPConnectionHandling(t *testing.T) {
 
 	dialTCP(t, addr) // idle
 	start := time.Now()
-	cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
 	select {
-	case err := <-done:
+	case err := <-stopped:
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}

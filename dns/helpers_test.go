@@ -27,6 +27,19 @@ var (
 // until the test ends.
 func startServer(t testing.TB, cfg dns.ServerConfig) (*dns.Server, string) {
 	t.Helper()
+	s, addr, stop := runServer(t, cfg)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return s, addr
+}
+
+// runServer listens on 127.0.0.1:0 (UDP and TCP) and runs the server;
+// stop ends Run and returns its error (the first call; later ones nil).
+func runServer(t testing.TB, cfg dns.ServerConfig) (s *dns.Server, addr string, stop func() error) {
+	t.Helper()
 	if cfg.Listen == nil && cfg.PacketConns == nil {
 		cfg.Listen = []netip.AddrPort{ipp("127.0.0.1:0")}
 	}
@@ -40,12 +53,12 @@ func startServer(t testing.TB, cfg dns.ServerConfig) (*dns.Server, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() (err error) {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() { _ = stop() }) // also when the test fails before stop
 	addrs := s.UDPAddrs()
 	if len(addrs) == 0 {
 		t.Fatal("no UDP address")
@@ -53,7 +66,7 @@ func startServer(t testing.TB, cfg dns.ServerConfig) (*dns.Server, string) {
 	if tcp := s.TCPAddrs(); len(tcp) > 0 && tcp[0] != addrs[0] {
 		t.Fatalf("TCP addresses %v, UDP %v: want the same", tcp, addrs)
 	}
-	return s, addrs[0].String()
+	return s, addrs[0].String(), stop
 }
 
 // ask sends one query and returns the reply.
