@@ -649,44 +649,33 @@ func (c *cluster) buildDNS(ctx context.Context) error {
 		return err
 	}
 	// Objects DNS skips (ErrSkip) are left out, as CoreDNS ignores them.
-	feed := func(err error, add ...func() error) error {
-		for _, f := range add {
-			if err != nil {
-				break
-			}
-			err = f()
-		}
-		return err
-	}
-	nss, err := convertAll(c.m.Namespaces, dnskube.Namespace, dnskube.ErrSkip)
 	svcs := map[string]*corev1.Service{}
 	for _, o := range c.m.Services {
 		svcs[o.Namespace+"/"+o.Name] = o
 	}
+	nss, err1 := convertAll(c.m.Namespaces, dnskube.Namespace, dnskube.ErrSkip)
 	dsvcs, err2 := convertAll(c.m.Services, dnskube.Service, dnskube.ErrSkip)
 	dslices, err3 := convertAll(c.slices, func(es *discoveryv1.EndpointSlice) (*dns.EndpointSlice, error) {
 		return dnskube.EndpointSlice(es, svcs[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]])
 	}, dnskube.ErrSkip)
 	dpods, err4 := convertAll(c.pods, func(p *pod) (*dns.Pod, error) { return dnskube.Pod(p.obj) }, dnskube.ErrSkip)
-	if err := errors.Join(err, err2, err3, err4); err != nil {
-		return err
-	}
+	errs := []error{err1, err2, err3, err4}
 	for _, x := range nss {
-		err = feed(err, func() error { return rec.OnNamespaceAdd(x) })
+		errs = append(errs, rec.OnNamespaceAdd(x))
 	}
 	for _, x := range dsvcs {
-		err = feed(err, func() error { return rec.OnServiceAdd(x) })
+		errs = append(errs, rec.OnServiceAdd(x))
 		if x.Namespace == dnsNamespace && x.Name == dnsName {
 			c.dnsIPs = x.ClusterIPs
 		}
 	}
 	for _, x := range dslices {
-		err = feed(err, func() error { return rec.OnEndpointSliceAdd(x) })
+		errs = append(errs, rec.OnEndpointSliceAdd(x))
 	}
 	for _, x := range dpods {
-		err = feed(err, func() error { return rec.OnPodAdd(x) })
+		errs = append(errs, rec.OnPodAdd(x))
 	}
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	rec.MarkSynced()
