@@ -187,9 +187,10 @@ func reuse(reply, m []byte) {
 	binary.BigEndian.PutUint16(reply[2:], r&^(flagRD|flagCD)|q&(flagRD|flagCD))
 }
 
-// reusable tells whether the reply m to a UDP question, answered from
-// source, is the same for every client and may be kept.
-func (s *Server) reusable(m *mdns.Msg, source, name string) bool {
+// reusable tells whether the reply m to the question for qname (as
+// asked), answered from source, is the same for every client and may be
+// kept.
+func (s *Server) reusable(m *mdns.Msg, source, qname string) bool {
 	if source != "zone" || m.Truncated {
 		return false
 	}
@@ -201,7 +202,7 @@ func (s *Server) reusable(m *mdns.Msg, source, name string) bool {
 		// may be answered from a later search domain for a client of
 		// the right namespace.
 		if s.autopath {
-			_, below := under(name, s.svcZone)
+			_, below := under(lowerASCII(qname), s.svcZone)
 			return !below
 		}
 		return true

@@ -3,7 +3,10 @@ package dns
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 )
@@ -107,4 +110,59 @@ func FuzzQuestionKey(f *testing.F) {
 			t.Fatalf("key %x, want %x", key, want)
 		}
 	})
+}
+
+// TestTCPIdleClose: a connection that sends nothing for the idle time is
+// closed, one that keeps asking is not; stop closes the rest.
+func TestTCPIdleClose(t *testing.T) {
+	rec, err := NewRecords(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.MarkSynced()
+	s, err := NewServer(ServerConfig{Records: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := s.newTCP(ln)
+	ts.idle = 200 * time.Millisecond
+	ts.start()
+	defer ts.stop()
+
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	q := new(mdns.Msg).SetQuestion("dns-version.cluster.local.", mdns.TypeTXT)
+	b, _ := q.Pack()
+	frame := append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+	start := time.Now()
+	for time.Since(start) < 600*time.Millisecond {
+		if _, err := busy.Write(frame); err != nil {
+			t.Fatalf("a busy connection was closed: %v", err)
+		}
+		_ = busy.SetReadDeadline(time.Now().Add(time.Second))
+		var size [2]byte
+		if _, err := io.ReadFull(busy, size[:]); err != nil {
+			t.Fatalf("a busy connection got no reply: %v", err)
+		}
+		if _, err := io.ReadFull(busy, make([]byte, int(size[0])<<8|int(size[1]))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("an idle connection after 600 ms: read %d, %v; want EOF", n, err)
+	}
 }

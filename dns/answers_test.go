@@ -206,9 +206,12 @@ func TestZoneAnswerReuseMetrics(t *testing.T) {
 	rec := fixture(t, dns.Config{})
 	reg := prometheus.NewRegistry()
 	_, addr := startServer(t, dns.ServerConfig{Records: rec, Registerer: reg})
+	tc := dialTCP(t, addr)
 	for i := range 5 {
 		exchangeRaw(t, addr, netip.AddrPort{}, packQuery(t, uint16(i), "web.default.svc.cluster.local.", mdns.TypeA))
 		exchangeRaw(t, addr, netip.AddrPort{}, packQuery(t, uint16(i), "nope.default.svc.cluster.local.", mdns.TypeAAAA))
+		tc.send(packQuery(t, uint16(i), "web.default.svc.cluster.local.", mdns.TypeSRV))
+		tc.recv()
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -239,7 +242,8 @@ func TestZoneAnswerReuseMetrics(t *testing.T) {
 	}{
 		{"kubewire_dns_requests_total", map[string]string{"proto": "udp", "type": "A"}, 5},
 		{"kubewire_dns_requests_total", map[string]string{"proto": "udp", "type": "AAAA"}, 5},
-		{"kubewire_dns_responses_total", map[string]string{"rcode": "NOERROR"}, 5},
+		{"kubewire_dns_requests_total", map[string]string{"proto": "tcp", "type": "SRV"}, 5},
+		{"kubewire_dns_responses_total", map[string]string{"rcode": "NOERROR"}, 10},
 		{"kubewire_dns_responses_total", map[string]string{"rcode": "NXDOMAIN"}, 5},
 		{"kubewire_dns_request_duration_seconds", map[string]string{"type": "A"}, 5},
 	} {

@@ -21,9 +21,10 @@ import (
 // settings CoreDNS uses: no limit of queries per connection, connections
 // idle for tcpIdle closed, replies to pipelined queries written together.
 type tcpServer struct {
-	s  *Server
-	ln net.Listener
-	wg sync.WaitGroup
+	s    *Server
+	ln   net.Listener
+	idle time.Duration // tcpIdle; shorter in tests
+	wg   sync.WaitGroup
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -35,7 +36,7 @@ type tcpServer struct {
 const tcpIdle = 10 * time.Second
 
 func (s *Server) newTCP(ln net.Listener) *tcpServer {
-	return &tcpServer{s: s, ln: ln, conns: map[net.Conn]struct{}{}}
+	return &tcpServer{s: s, ln: ln, idle: tcpIdle, conns: map[net.Conn]struct{}{}}
 }
 
 func (t *tcpServer) start() { t.wg.Go(t.accept) }
@@ -88,7 +89,7 @@ func (t *tcpServer) serve(c net.Conn) {
 		t.mu.Unlock()
 		_ = c.Close()
 	}()
-	w := &tcpWriter{conn: c, bw: bufio.NewWriterSize(c, 4096)}
+	w := &tcpWriter{conn: c, bw: bufio.NewWriterSize(c, 4096), idle: t.idle}
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		w.to = a.AddrPort()
 	}
@@ -102,7 +103,7 @@ func (t *tcpServer) serve(c net.Conn) {
 		if br.Buffered() == 0 && w.flush() != nil {
 			return
 		}
-		_ = c.SetReadDeadline(time.Now().Add(tcpIdle))
+		_ = c.SetReadDeadline(time.Now().Add(t.idle))
 		if _, err := io.ReadFull(br, size[:]); err != nil {
 			return
 		}
@@ -125,6 +126,7 @@ type tcpWriter struct {
 	conn net.Conn
 	bw   *bufio.Writer
 	to   netip.AddrPort
+	idle time.Duration
 	err  error
 }
 
@@ -138,7 +140,7 @@ func (w *tcpWriter) flush() error {
 	if w.err != nil || w.bw.Buffered() == 0 {
 		return w.err
 	}
-	_ = w.conn.SetWriteDeadline(time.Now().Add(tcpIdle))
+	_ = w.conn.SetWriteDeadline(time.Now().Add(w.idle))
 	w.err = w.bw.Flush()
 	return w.err
 }
