@@ -155,23 +155,31 @@ func build(ctx context.Context, env *sandbox.Program, m *Manifest, progress io.W
 	return c, nil
 }
 
-// addClusterDNS adds the kube-system namespace, the cluster DNS pod and the
-// kube-dns Service, unless the manifest has them.
+// isDNSPod tells whether p serves the cluster DNS (the sandbox runs
+// package dns in it instead of echo servers).
+func isDNSPod(p *corev1.Pod) bool {
+	return p.Namespace == dnsNamespace && p.Labels[dnsLabel] == dnsName
+}
+
+// addClusterDNS adds the kube-system namespace, a cluster DNS pod and the
+// kube-dns Service, each unless the manifest has one.
 func addClusterDNS(m *Manifest) {
 	if !slices.ContainsFunc(m.Namespaces, func(n *corev1.Namespace) bool { return n.Name == dnsNamespace }) {
 		m.Namespaces = append(m.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: dnsNamespace}})
 	}
+	labels := map[string]string{dnsLabel: dnsName}
+	if !slices.ContainsFunc(m.Pods, isDNSPod) {
+		m.Pods = append(m.Pods, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: dnsNamespace, Name: "kubewire-dns", Labels: labels},
+			Spec: corev1.PodSpec{NodeName: "node1", Containers: []corev1.Container{{Name: "dns", Ports: []corev1.ContainerPort{
+				{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
+				{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP},
+			}}}},
+		})
+	}
 	if slices.ContainsFunc(m.Services, func(s *corev1.Service) bool { return s.Namespace == dnsNamespace && s.Name == dnsName }) {
 		return
 	}
-	labels := map[string]string{dnsLabel: dnsName}
-	m.Pods = append(m.Pods, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: dnsNamespace, Name: "kubewire-dns", Labels: labels},
-		Spec: corev1.PodSpec{NodeName: "node1", Containers: []corev1.Container{{Name: "dns", Ports: []corev1.ContainerPort{
-			{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
-			{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP},
-		}}}},
-	})
 	var ips []string // ServiceCIDRs are in IPFamilies order (Load)
 	for _, p := range m.Cluster.ServiceCIDRs {
 		a := p.Masked().Addr()
@@ -383,7 +391,7 @@ func (c *cluster) buildPods(ctx context.Context) error {
 			return fmt.Errorf("pod %s/%s: spec.nodeName %q: no such node", o.Namespace, o.Name, o.Spec.NodeName)
 		}
 		p := &pod{obj: o, key: o.Namespace + "/" + o.Name, node: n,
-			system: o.Namespace == dnsNamespace && o.Name == "kubewire-dns"}
+			system: isDNSPod(o)}
 		for _, ct := range o.Spec.Containers {
 			p.ports = append(p.ports, ct.Ports...)
 		}
@@ -682,7 +690,7 @@ func (c *cluster) buildDNS(ctx context.Context) error {
 
 	var srvPod *pod
 	for _, p := range c.pods {
-		if p.obj.Namespace == dnsNamespace && p.obj.Labels[dnsLabel] == dnsName {
+		if isDNSPod(p.obj) {
 			srvPod = p
 			break
 		}

@@ -354,3 +354,41 @@ func TestInterrupt(t *testing.T) {
 		}
 	})
 }
+
+// TestOwnKubeDNS: a manifest's own kube-dns Service (here with the address
+// kubelet is told to use) is served by the sandbox's DNS pod, and pods'
+// resolv.conf points at it.
+func TestOwnKubeDNS(t *testing.T) {
+	sandbox.RequirePrivileged(t)
+	manifest := `
+apiVersion: kubewire.dev/v1alpha1
+kind: Cluster
+spec: {nodes: 1, ipFamilies: [IPv4]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: kube-system}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec:
+  clusterIP: 10.96.0.53
+  selector: {k8s-app: kube-dns}
+  ports: [{name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec: {containers: [{name: c}]}
+`
+	out, err := runSandbox(t, options{output: "text", files: []string{"-"}}, strings.NewReader(manifest))
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	for _, want := range []string{"nameserver 10.96.0.53", "kube-dns.kube-system  → 10.96.0.53", "summary: all as expected"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -61,40 +61,44 @@ type backend struct {
 	node string
 }
 
-// backends returns the ready endpoints of port portName of service s, of
-// one family, from the cluster's EndpointSlices.
-func (c *cluster) backends(s *corev1.Service, portName string, v4 bool) []backend {
-	var out []backend
+// readyEndpoints calls f for every endpoint of service s of one family
+// that answers (ready, or any with publishNotReadyAddresses), with its
+// slice.
+func (c *cluster) readyEndpoints(s *corev1.Service, v4 bool, f func(es *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint)) {
 	for _, es := range c.slices {
 		if es.Namespace != s.Namespace || es.Labels[discoveryv1.LabelServiceName] != s.Name ||
 			(es.AddressType == discoveryv1.AddressTypeIPv4) != v4 {
 			continue
 		}
-		var port uint16
-		found := false
-		for _, p := range es.Ports {
-			if p.Name != nil && *p.Name == portName && p.Port != nil {
-				port, found = uint16(*p.Port), true
-			}
-		}
-		if !found {
-			continue
-		}
 		for _, ep := range es.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready && !s.Spec.PublishNotReadyAddresses {
-				continue
-			}
-			node := ""
-			if ep.NodeName != nil {
-				node = *ep.NodeName
-			}
-			for _, a := range ep.Addresses {
-				if ip, err := netip.ParseAddr(a); err == nil {
-					out = append(out, backend{ip, port, node})
-				}
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready || s.Spec.PublishNotReadyAddresses {
+				f(es, ep)
 			}
 		}
 	}
+}
+
+// backends returns the ready endpoints of port portName of service s, of
+// one family, with the port their slice gives it.
+func (c *cluster) backends(s *corev1.Service, portName string, v4 bool) []backend {
+	var out []backend
+	c.readyEndpoints(s, v4, func(es *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) {
+		i := slices.IndexFunc(es.Ports, func(p discoveryv1.EndpointPort) bool {
+			return p.Name != nil && *p.Name == portName && p.Port != nil
+		})
+		if i < 0 {
+			return // the port did not resolve for this slice's pods
+		}
+		node := ""
+		if ep.NodeName != nil {
+			node = *ep.NodeName
+		}
+		for _, a := range ep.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				out = append(out, backend{ip, uint16(*es.Ports[i].Port), node})
+			}
+		}
+	})
 	return out
 }
 
@@ -425,17 +429,9 @@ func (c *cluster) wantDNS(s *corev1.Service) []string {
 		out = append(out, "CNAME "+strings.TrimSuffix(s.Spec.ExternalName, ".")+".")
 	case s.Spec.ClusterIP == corev1.ClusterIPNone:
 		for _, v4 := range c.families() {
-			for _, es := range c.slices {
-				if es.Namespace != s.Namespace || es.Labels[discoveryv1.LabelServiceName] != s.Name ||
-					(es.AddressType == discoveryv1.AddressTypeIPv4) != v4 {
-					continue
-				}
-				for _, ep := range es.Endpoints {
-					if ep.Conditions.Ready == nil || *ep.Conditions.Ready || s.Spec.PublishNotReadyAddresses {
-						out = append(out, ep.Addresses...)
-					}
-				}
-			}
+			c.readyEndpoints(s, v4, func(_ *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) {
+				out = append(out, ep.Addresses...)
+			})
 		}
 	default:
 		out = append(out, s.Spec.ClusterIPs...)
