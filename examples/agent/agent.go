@@ -67,7 +67,6 @@ type Config struct {
 	// (healthy once the service proxy synced recently); MetricsAddr serves
 	// /metrics (the proxy's, the DNS server's and Go's). "": off.
 	HealthzAddr, MetricsAddr string
-	Cleanup                  bool
 	Logger                   *slog.Logger
 }
 

@@ -52,6 +52,7 @@ func main() {
 		kubeconfig string
 		cidrs      string
 		dnsListen  string
+		cleanup    bool
 	)
 	flag.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (default: in-cluster configuration)")
 	flag.StringVar(&cfg.Node, "node", "", "this node's name (required)")
@@ -60,7 +61,7 @@ func main() {
 	flag.StringVar(&cfg.Fabric, "fabric", "", "cross-node fabric from Node pod CIDRs: host-gw or vxlan (default: none)")
 	flag.StringVar(&dnsListen, "dns-listen", "", "serve the cluster DNS on this address (UDP and TCP), e.g. 169.254.20.10:53")
 	flag.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS zone")
-	flag.BoolVar(&cfg.Cleanup, "cleanup", false, "remove the tables and routes made on exit")
+	flag.BoolVar(&cleanup, "cleanup", false, "remove the tables and routes made on exit")
 	adminPolicies := flag.Bool("admin-network-policy", false, "also enforce AdminNetworkPolicy and BaselineAdminNetworkPolicy (their CRDs must be installed)")
 	flag.StringVar(&cfg.HealthzAddr, "healthz-bind-address", "0.0.0.0:10256", "serve /healthz and /livez here, as kube-proxy does (\"\": off)")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-bind-address", "127.0.0.1:10249", "serve Prometheus /metrics here (\"\": off)")
@@ -111,7 +112,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	err = a.Run(ctx)
-	if cfg.Cleanup {
+	if cleanup {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err = errors.Join(err, a.Cleanup(cctx))
 		cancel()
